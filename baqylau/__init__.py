@@ -1,0 +1,1 @@
+"""baqylau package."""
