@@ -1,0 +1,182 @@
+"""The ``baqylau`` command line.
+
+``baqylau run CONFIG [--until-eof] [--summary-json PATH]``
+    run the pipeline; Ctrl-C (SIGINT) or SIGTERM stops it cleanly.
+``baqylau alerts list --config CONFIG [--json] [--camera ID] [--type T] [--limit N]``
+    print the stored alerts.
+``baqylau config check CONFIG``
+    validate a configuration file and print one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from baqylau.config import Config, ConfigError, load_config
+from ingest.errors import BaqylauError
+
+log = logging.getLogger("baqylau")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level), stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    logging.getLogger("libav").setLevel(logging.ERROR)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"baqylau: error: {message}", file=sys.stderr)
+    return code
+
+
+def _load(path: str) -> Config:
+    return load_config(path)
+
+
+class _StatusLine:
+    """A one-line live status on a terminal (stderr), redrawn about once a second."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, pipeline) -> None:  # noqa: ANN001 - Pipeline, imported lazily
+        if not self.enabled:
+            return
+        parts = []
+        for cid, s in pipeline.summary().items():
+            parts.append(f"{cid}:{s['state'][:4]} {s['frames_analysed']}f {s['alerts']}a")
+        sys.stderr.write("\r\x1b[2K" + " | ".join(parts)[:200])
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+
+
+def _print_summary(summary: dict) -> None:
+    cols = ["frames_decoded", "frames_analysed", "analysis_fps", "detections", "tracks", "alerts",
+            "decode_errors", "state"]
+    heads = ["camera", "decoded", "analysed", "fps", "detections", "tracks", "alerts", "errors", "state"]
+    rows = [[cid] + [str(s[c]) for c in cols] for cid, s in summary.items()]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
+    print("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    for cid, s in summary.items():
+        if s.get("error"):
+            print(f"camera {cid}: {s['error']}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    _setup_logging(args.log_level or cfg.log_level)
+    from baqylau.runner import Pipeline  # heavy imports only when running
+
+    pipeline = Pipeline(cfg, until_eof=args.until_eof)
+
+    def on_signal(signum, _frame) -> None:  # noqa: ANN001
+        log.info("signal %s: stopping (open alerts are closed, nothing half-written)", signum)
+        pipeline.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    status = _StatusLine()
+    summary = pipeline.run(on_tick=status)
+    status.clear()
+    _print_summary(summary)
+    if args.summary_json:
+        out = Path(args.summary_json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    from alerts import AlertStore
+
+    db = Path(cfg.data_dir) / "alerts.db"
+    if not db.exists():
+        alerts = []
+    else:
+        with AlertStore(db) as store:
+            alerts = store.list(camera_id=args.camera, type=args.type, limit=args.limit)
+    if args.json:
+        json.dump([a.to_dict() for a in alerts], sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    if not alerts:
+        print(f"no alerts stored in {db}")
+        return 0
+    for a in alerts:
+        end = f"{a.end_time_s:.1f}s" if a.end_time_s is not None else "ongoing"
+        print(f"{a.start_utc.strftime('%Y-%m-%d %H:%M:%S')}Z  {a.type:<16} camera={a.camera_id:<10} "
+              f"zone={a.zone_id or '-':<10} t={a.start_time_s:.1f}s..{end}  tracks={list(a.track_ids)} "
+              f"conf={a.conf:.2f}  {a.snapshot_path or ''}")
+    print(f"{len(alerts)} alert(s) in {db}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    print(f"{args.config}: OK, {len(cfg.cameras)} camera(s), "
+          f"{sum(len(c.zones) for c in cfg.cameras)} zone(s), {sum(len(c.rules) for c in cfg.cameras)} rule(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for ``baqylau``."""
+    p = argparse.ArgumentParser(prog="baqylau", description="Video analytics for city monitoring.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the pipeline on the cameras of a config")
+    r.add_argument("config", help="YAML configuration file")
+    r.add_argument("--until-eof", action="store_true", help="stop when every file source has ended")
+    r.add_argument("--summary-json", metavar="PATH", help="also write the per-camera summary as JSON")
+    r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    r.set_defaults(func=cmd_run)
+
+    a = sub.add_parser("alerts", help="stored alerts")
+    asub = a.add_subparsers(dest="alerts_command", required=True)
+    al = asub.add_parser("list", help="list stored alerts")
+    al.add_argument("--config", required=True, help="YAML configuration file (for data_dir)")
+    al.add_argument("--json", action="store_true", help="print a JSON array")
+    al.add_argument("--camera", help="only this camera id")
+    al.add_argument("--type", help="only this alert type")
+    al.add_argument("--limit", type=int, help="at most this many")
+    al.set_defaults(func=cmd_alerts_list)
+
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    cc = csub.add_parser("check", help="validate a configuration file")
+    cc.add_argument("config")
+    cc.set_defaults(func=cmd_config_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``baqylau`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"baqylau: error: invalid configuration {exc.path}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except BaqylauError as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

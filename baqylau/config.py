@@ -1,0 +1,383 @@
+"""The one YAML configuration file, validated by pydantic v2.
+
+Layout (see ``configs/demo.yaml`` for a full example)::
+
+    data_dir: ../var/demo            # alerts.db, snapshots/, alerts.jsonl
+    timezone: Asia/Almaty            # IANA name for daily rule time windows
+    detector: {model_path: ..., providers: [CUDAExecutionProvider, CPUExecutionProvider]}
+    tracker: {lost_track_buffer_s: 3}
+    defaults: {analysis_fps: 5, decode: all, read_timeout_s: 10}
+    cameras:
+      - id: square
+        name: "Площадь"
+        url: ${BAQYLAU_SAMPLES:-../../shared/data/videos}/opencv-samples/vtest.avi
+        zones: [{id: road, units: norm, points: [[0, 0.3], [1, 0.3], [1, 1]]}]
+        rules: [{id: linger, type: loitering, zone: road, classes: [person], min_duration_s: 8}]
+
+Strings may use ``${VAR}`` and ``${VAR:-default}``, expanded from the environment before
+validation. Relative file paths (camera ``url`` that is not a URL, ``data_dir``, model
+paths) are resolved against the folder holding the YAML file. ``defaults`` are merged
+into each camera; a camera overrides only the keys it sets.
+
+Validators here are pure: no file checks, no model loading, no network. Whether a file
+exists is found out at run time by the camera that opens it, so one bad camera never
+stops the others.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ingest.errors import BaqylauError
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ConfigError(BaqylauError, ValueError):
+    """The configuration file cannot be read or is invalid.
+
+    Attributes:
+        problems: One human-readable line per problem, each naming the YAML path
+            (``cameras[2].zones[0].points``) and, where known, the file line.
+    """
+
+    def __init__(self, path: str | Path, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Location(_Model):
+    """A WGS84 position in decimal degrees."""
+
+    lat: float = Field(ge=-90, le=90, description="Latitude, degrees north (WGS84).")
+    lon: float = Field(ge=-180, le=180, description="Longitude, degrees east (WGS84).")
+
+
+class ZoneConfig(_Model):
+    """A polygon on the camera image with declared units."""
+
+    id: str = Field(pattern=_ID_RE, description="Zone id, unique within the camera.")
+    name: str = Field("", description="Human name, any Unicode.")
+    units: Literal["px", "norm"] = Field(
+        description="'px': pixels of the decoded image; 'norm': fractions (0..1) of width and height."
+    )
+    points: list[tuple[float, float]] = Field(min_length=3, description="Vertices [[x, y], ...], at least 3.")
+
+    @model_validator(mode="after")
+    def _norm_in_range(self) -> ZoneConfig:
+        if self.units == "norm" and any(not (0 <= v <= 1) for p in self.points for v in p):
+            raise ValueError("normalised points must lie in [0, 1]; use units: px for pixels")
+        if self.units == "px" and any(v < 0 for p in self.points for v in p):
+            raise ValueError("pixel coordinates cannot be negative")
+        return self
+
+
+class TimeWindow(_Model):
+    """A daily window in the config's timezone; may wrap midnight (22:00-06:00)."""
+
+    start: dt.time = Field(description="Local start time, HH:MM.")
+    end: dt.time = Field(description="Local end time, HH:MM.")
+
+
+class RuleConfig(_Model):
+    """Objects of these classes inside a zone for at least T seconds give one alert per situation."""
+
+    id: str = Field(pattern=_ID_RE)
+    type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="Alert type, e.g. loitering.")
+    zone: str = Field(description="Id of a zone of this camera.")
+    classes: list[str] | None = Field(
+        None, description="Detector class names (COCO: person, car, truck, ...); omitted = any class."
+    )
+    min_duration_s: float = Field(1.0, ge=0, description="Dwell time in the zone before the alert, s.")
+    min_objects: int = Field(1, ge=1, description="Objects that must qualify at once.")
+    clear_after_s: float = Field(
+        2.0, ge=0, description="Hysteresis: absence that ends the situation or resets a dwell, s."
+    )
+    time_window: TimeWindow | None = Field(None, description="Only alert within this daily window.")
+
+
+class CameraSettings(_Model):
+    """Per-camera settings that ``defaults`` may provide for every camera."""
+
+    analysis_fps: float | None = Field(
+        5.0, gt=0, le=120, description="Frames per second analysed (sampled by pts); null = every frame."
+    )
+    decode: Literal["all", "keyframes"] = Field("all", description="'keyframes' decodes only key frames.")
+    open_timeout_s: float = Field(10.0, gt=0, le=600)
+    read_timeout_s: float = Field(10.0, gt=0, le=600)
+    reconnect_initial_s: float = Field(1.0, gt=0, le=600)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Backoff cap between reconnects, s.")
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    realtime: bool = Field(False, description="Pace a file at its own frame rate, like a live camera.")
+    queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered between decode and analysis.")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> CameraSettings:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        return self
+
+
+class CameraDefaults(CameraSettings):
+    """``defaults:``: any camera setting, merged into each camera."""
+
+
+class CameraConfig(CameraSettings):
+    """One camera."""
+
+    id: str = Field(pattern=_ID_RE, description="Short id: letters, digits, _ . -")
+    name: str = Field("", description="Human name, any Unicode (e.g. 'Бәйтерек, оңтүстік кіреберіс').")
+    url: str = Field(min_length=1, description="rtsp://, rtsps://, http(s):// or a file path.")
+    enabled: bool = True
+    location: Location | None = None
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str) -> str:
+        m = _URL_RE.match(v)
+        if m and v.split("://", 1)[0].lower() not in ("rtsp", "rtsps", "http", "https", "file", "udp", "tcp", "srt"):
+            raise ValueError(f"unsupported URL scheme in {v!r}; use rtsp, rtsps, http(s) or a file path")
+        return v
+
+    @model_validator(mode="after")
+    def _refs(self) -> CameraConfig:
+        ids = [z.id for z in self.zones]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate zone ids {dup}")
+        rids = [r.id for r in self.rules]
+        if len(set(rids)) != len(rids):
+            raise ValueError("duplicate rule ids")
+        for r in self.rules:
+            if r.zone not in ids:
+                raise ValueError(f"rule {r.id!r} refers to unknown zone {r.zone!r} (zones: {ids})")
+        return self
+
+
+class DetectorConfig(_Model):
+    """Object detector. Without a model file the weights-free motion detector is used."""
+
+    kind: Literal["auto", "yolox", "motion"] = Field(
+        "auto", description="'auto': YOLOX when model_path exists, else motion (with a warning)."
+    )
+    model_path: str | None = Field(None, description="ONNX file; relative to the config file.")
+    classes_path: str | None = Field(None, description="Class names, one per line; default COCO-80.")
+    providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="ONNX Runtime execution providers in order of preference; CPU is always added.",
+    )
+    conf_threshold: float = Field(0.3, ge=0, le=1)
+    nms_iou_threshold: float = Field(0.45, ge=0, le=1)
+    max_batch: int = Field(8, ge=1, le=256, description="Frames from several cameras per model call.")
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="Wait for more frames to fill a batch, ms.")
+    threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads.")
+    motion_min_area_px: int = Field(400, ge=1, description="Motion fallback: smallest blob, px^2.")
+
+
+class TrackerConfig(_Model):
+    """ByteTrack settings (Zhang et al. 2022), one tracker per camera."""
+
+    lost_track_buffer_s: float = Field(3.0, gt=0, le=60, description="How long a lost track may return, s.")
+    track_activation_threshold: float | None = Field(None, ge=0, le=1)
+    minimum_consecutive_frames: int | None = Field(None, ge=1, le=30)
+    mot_dir: str | None = Field(None, description="Write MOTChallenge files per camera here.")
+
+
+class AlertsConfig(_Model):
+    """Where alerts go besides the SQLite store in data_dir."""
+
+    jsonl_path: str | None = Field("alerts.jsonl", description="JSON-lines sink, relative to data_dir; null = off.")
+    snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots.")
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    data_dir: str = Field("var", description="Folder for alerts.db, snapshots and logs.")
+    timezone: str = Field("UTC", description="IANA timezone for rule time windows, e.g. Asia/Almaty.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    defaults: CameraDefaults = Field(default_factory=CameraDefaults)
+    cameras: Annotated[list[CameraConfig], Field(min_length=1)]
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        ids = [c.id for c in self.cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate camera ids {dup}")
+        return self
+
+
+def expand_env(value: Any) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree.
+
+    Raises:
+        KeyError: For ``${VAR}`` without a default when VAR is unset (message names VAR).
+    """
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            got = os.environ.get(name)
+            if got:
+                return got
+            if default is None:
+                raise KeyError(f"environment variable {name} is not set and has no default")
+            return default
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v) for k, v in value.items()}
+    return value
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "tuple[", "list[")):  # pydantic internals
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map YAML paths to 1-based line numbers, to point at the offending line."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                walk(v, path + (getattr(k, "value", k),))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    if value.startswith("file://"):
+        value = value[len("file://"):]
+    if _URL_RE.match(value):
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, merge and validate the YAML configuration.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The validated :class:`Config`, with ``defaults`` merged into every camera, ``${VAR}``
+        expanded and relative paths made absolute against the file's folder.
+
+    Raises:
+        ConfigError: With one message per problem (``cameras[2].zones[0]: ...``), for a
+            missing or unreadable file, malformed YAML, unknown keys or invalid values.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"cannot read: {exc}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(path, [f"malformed YAML: {where}{problem}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(path, ["the top level must be a mapping with at least a 'cameras' list"])
+    try:
+        raw = expand_env(raw)
+    except KeyError as exc:
+        raise ConfigError(path, [str(exc.args[0])]) from None
+
+    problems: list[str] = []
+    lines = _line_index(text)
+    defaults = raw.get("defaults") or {}
+    cams = raw.get("cameras")
+    inherited: dict[int, set[str]] = {}  # camera index -> keys taken from defaults
+    if isinstance(defaults, dict) and isinstance(cams, list):
+        merged = []
+        for i, cam in enumerate(cams):
+            if isinstance(cam, dict):
+                inherited[i] = set(defaults) - set(cam)
+                merged.append({**copy.deepcopy(defaults), **cam})
+            else:
+                merged.append(cam)
+        raw = {**raw, "cameras": merged}
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if len(loc) > 2 and loc[0] == "cameras" and loc[2] in inherited.get(loc[1], ()):
+                continue  # a bad default: reported once, under defaults.*
+            line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+            where = f" (line {line})" if line else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{_loc_to_path(loc)}{where}: {msg}")
+        raise ConfigError(path, problems) from None
+
+    base = path.resolve().parent
+    det = cfg.detector
+    return cfg.model_copy(update={
+        "data_dir": _resolve_path(cfg.data_dir, base),
+        "detector": det.model_copy(update={
+            "model_path": _resolve_path(det.model_path, base) if det.model_path else None,
+            "classes_path": _resolve_path(det.classes_path, base) if det.classes_path else None,
+        }),
+        "tracker": cfg.tracker.model_copy(update={
+            "mot_dir": _resolve_path(cfg.tracker.mot_dir, base) if cfg.tracker.mot_dir else None,
+        }),
+        "cameras": [c.model_copy(update={"url": _resolve_path(c.url, base)}) for c in cfg.cameras],
+    })

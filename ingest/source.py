@@ -1,0 +1,462 @@
+"""Open one camera (file, RTSP, HTTP) with PyAV, decode, sample and hand on :class:`Frame` records.
+
+A :class:`CameraStream` turns a source URL into an iterator of frames. Files are decoded to the
+end; live sources (RTSP and friends) are reconnected forever with capped exponential backoff and
+full jitter until :meth:`CameraStream.stop` is called, and never raise out of
+:meth:`CameraStream.frames`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+from urllib.parse import urlsplit
+
+import av
+import av.error
+
+from ingest.errors import BaqylauError, SourceError, SourceTimeoutError
+from ingest.frame import Frame
+
+logger = logging.getLogger(__name__)
+
+#: URL schemes that name a live, unbounded source; anything else is a finite file.
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https", "udp", "tcp", "srt"})
+#: Frame duration assumed when the stream states no rate and no two frames were seen yet
+#: (25 fps, the PAL rate most CCTV cameras default to).
+FALLBACK_FRAME_DURATION_S = 1.0 / 25.0
+#: Decode errors are logged at most once per this many seconds per camera (the first always is).
+DECODE_ERROR_LOG_INTERVAL_S = 10.0
+
+State = Literal["connecting", "streaming", "reconnecting", "ended", "failed", "stopped"]
+
+
+class SourceOptionsError(BaqylauError, ValueError):
+    """A :class:`SourceOptions` field has an invalid value."""
+
+
+def is_live_url(url: str) -> bool:
+    """Tell whether ``url`` names a live (unbounded, reconnectable) source.
+
+    Args:
+        url: A source URL or a local file path.
+
+    Returns:
+        True for the ``rtsp``, ``rtsps``, ``http``, ``https``, ``udp``, ``tcp`` and ``srt``
+        schemes (case-insensitive); False for anything else, which is read as a finite file.
+    """
+    return urlsplit(url).scheme.lower() in LIVE_SCHEMES
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    """How to open, decode and sample one video source.
+
+    Attributes:
+        url: ``rtsp://``, ``rtsps://``, ``http(s)://`` (or ``udp``/``tcp``/``srt``) URL, or a local
+            file path.
+        decode: ``"all"`` decodes every frame; ``"keyframes"`` makes the decoder skip every
+            non-key frame (``skip_frame = NONKEY``), which costs a fraction of the CPU but gives
+            only one frame per GOP (often 1 per 1-10 s on cameras).
+        analysis_fps: Frames per second of stream time to hand on, sampled by ``pts``; ``None``
+            hands on every decoded frame. Lower values save detector time at the price of
+            coarser tracks.
+        open_timeout_s: Deadline in seconds for opening the source (connect, RTSP handshake,
+            stream probing). Also bounds how long :meth:`CameraStream.stop` may wait for an
+            open in progress.
+        read_timeout_s: Deadline in seconds for reading one packet; a live camera that sends
+            nothing for this long is reconnected. Also bounds how long :meth:`CameraStream.stop`
+            may wait for a read in progress.
+        reconnect_initial_s: Smallest wait before reconnecting a live source, in seconds.
+        reconnect_max_s: Largest wait before reconnecting, in seconds (the backoff cap).
+        rtsp_transport: RTP transport for RTSP: ``"tcp"`` (interleaved; survives NAT and loss,
+            the default) or ``"udp"`` (lower latency, drops packets on a lossy network).
+        realtime: For files only: pace frames at their ``pts`` rate to simulate a live camera.
+            ``False`` (default) decodes as fast as possible. Ignored for live sources.
+
+    Raises:
+        SourceOptionsError: When a field has an invalid value; the message names the field.
+    """
+
+    url: str
+    decode: Literal["all", "keyframes"] = "all"
+    analysis_fps: float | None = None
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    reconnect_initial_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    realtime: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.strip():
+            raise SourceOptionsError(f"SourceOptions.url: expected a non-empty string, got {self.url!r}")
+        if self.decode not in ("all", "keyframes"):
+            raise SourceOptionsError(
+                f"SourceOptions.decode: expected 'all' or 'keyframes', got {self.decode!r}")
+        if self.analysis_fps is not None and not _positive(self.analysis_fps):
+            raise SourceOptionsError(
+                f"SourceOptions.analysis_fps: expected None or a finite number > 0, "
+                f"got {self.analysis_fps!r}")
+        for name in ("open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s"):
+            value = getattr(self, name)
+            if not _positive(value):
+                raise SourceOptionsError(
+                    f"SourceOptions.{name}: expected a finite number > 0, got {value!r}")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise SourceOptionsError(
+                f"SourceOptions.reconnect_max_s ({self.reconnect_max_s}) must be >= "
+                f"reconnect_initial_s ({self.reconnect_initial_s})")
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise SourceOptionsError(
+                f"SourceOptions.rtsp_transport: expected 'tcp' or 'udp', got {self.rtsp_transport!r}")
+        if not isinstance(self.realtime, bool):
+            raise SourceOptionsError(
+                f"SourceOptions.realtime: expected a bool, got {self.realtime!r}")
+
+
+def _positive(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """Live counters of one :class:`CameraStream`.
+
+    Written only by the decoding thread; other threads may read any field at any time (each
+    field is a single reference, so a read is never torn under CPython).
+
+    Attributes:
+        state: ``"connecting"``, ``"streaming"``, ``"reconnecting"`` (live source waiting to
+            retry), ``"ended"`` (file decoded to the end), ``"failed"`` (file could not be
+            opened or read) or ``"stopped"`` (:meth:`CameraStream.stop` was called).
+        frames_decoded: Frames that came out of the decoder, including those sampled away.
+        frames_emitted: Frames handed on by :meth:`CameraStream.frames`.
+        decode_errors: Packets the decoder rejected (skipped, decoding went on).
+        reconnects: Connection attempts after the first one (live sources).
+        last_error: One-line description of the latest open/read/decode failure, or ``None``.
+    """
+
+    state: State = "connecting"
+    frames_decoded: int = 0
+    frames_emitted: int = 0
+    decode_errors: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+
+
+def _describe(exc: BaseException) -> str:
+    """One-line text of an exception: FFmpeg's ``strerror`` when there is one."""
+    if isinstance(exc, av.error.ExitError):
+        return "timed out (interrupted)"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+class _Clock:
+    """Turns raw ``pts`` into a continuous, never-decreasing stream time in seconds.
+
+    ``time_s = pts * time_base + offset_s``. The offset is re-anchored on the first frame of
+    every connection (so a reconnected camera whose timestamps restart carries on where it left
+    off, plus the wall-clock time of the outage) and whenever timestamps run backwards within a
+    connection (a reset or wrap): then time continues one frame duration after the last frame.
+    A frame without ``pts`` is placed one frame duration after the previous one.
+    """
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+        self.last_time_s: float | None = None
+        self.last_wall_s = 0.0
+        self.frame_duration_s = FALLBACK_FRAME_DURATION_S
+        self.rebase = False
+
+    def new_connection(self, stream: av.video.stream.VideoStream) -> None:
+        rate = stream.average_rate or stream.guessed_rate
+        if rate and rate > 0:
+            self.frame_duration_s = float(1 / rate)
+        self.rebase = self.last_time_s is not None
+
+    def time_s(self, pts: int | None, time_base: Fraction | None, wall_s: float) -> float:
+        last = self.last_time_s
+        if pts is None or time_base is None:
+            t = 0.0 if last is None else last + self.frame_duration_s
+        else:
+            raw = float(pts * time_base)
+            if self.rebase and last is not None:
+                gap_s = max(self.frame_duration_s, wall_s - self.last_wall_s)
+                self.offset_s = last + gap_s - raw
+                self.rebase = False
+            t = raw + self.offset_s
+            if last is not None and t < last:
+                self.offset_s += last + self.frame_duration_s - t
+                t = last + self.frame_duration_s
+        self.last_time_s, self.last_wall_s = t, wall_s
+        return t
+
+
+class _Sampler:
+    """Keeps frames whose stream time reaches the next due time, stepping by ``1/fps``.
+
+    The due time advances by exactly one period per kept frame (no drift); when the stream
+    jumped more than a period ahead, it is resynchronised to the current frame.
+    """
+
+    EPS_S = 1e-6  # float slack so a frame exactly on the grid is kept
+
+    def __init__(self, fps: float | None) -> None:
+        self.period_s = None if fps is None else 1.0 / fps
+        self.next_due_s: float | None = None
+
+    def keep(self, t: float) -> bool:
+        if self.period_s is None:
+            return True
+        if self.next_due_s is None:
+            self.next_due_s = t + self.period_s
+            return True
+        if t + self.EPS_S < self.next_due_s:
+            return False
+        self.next_due_s += self.period_s
+        if self.next_due_s <= t + self.EPS_S:
+            self.next_due_s = t + self.period_s
+        return True
+
+
+class CameraStream:
+    """Decodes one camera's source into :class:`Frame` records.
+
+    Args:
+        camera_id: Camera id, used in frames, log lines and error messages.
+        options: How to open, decode and sample the source.
+
+    Raises:
+        SourceOptionsError: When ``camera_id`` is empty or ``options`` is not a SourceOptions.
+    """
+
+    def __init__(self, camera_id: str, options: SourceOptions) -> None:
+        if not isinstance(camera_id, str) or not camera_id:
+            raise SourceOptionsError(f"camera_id: expected a non-empty string, got {camera_id!r}")
+        if not isinstance(options, SourceOptions):
+            raise SourceOptionsError(
+                f"options: expected SourceOptions, got {type(options).__name__}")
+        self.camera_id = camera_id
+        self.options = options
+        self.stats = SourceStats()
+        self.is_live = is_live_url(options.url)
+        self._stop = threading.Event()
+        self._clock = _Clock()
+        self._sampler = _Sampler(options.analysis_fps)
+        self._next_error_log_s = 0.0
+
+    def stop(self) -> None:
+        """Ask :meth:`frames` to end; safe to call from any thread, any number of times.
+
+        A backoff wait ends at once. An open or read blocked in FFmpeg returns within
+        ``open_timeout_s`` / ``read_timeout_s``: PyAV 18 has no way to interrupt a container
+        from another thread, so those deadlines bound how long stopping can take.
+        """
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield decoded (and sampled) frames until the file ends or :meth:`stop` is called.
+
+        Yields:
+            :class:`Frame` records in decode order, ``image`` `(H, W, 3)` uint8 BGR at the
+            stream's own resolution, ``time_s`` never decreasing.
+
+        Raises:
+            SourceError: Files only: the file cannot be opened, has no video stream, or fails
+                while reading (``stats.state`` is then ``"failed"``). Live sources never raise;
+                they reconnect until stopped.
+        """
+        try:
+            if self.is_live:
+                yield from self._live_frames()
+            else:
+                yield from self._file_frames()
+        finally:
+            if self.stats.state not in ("ended", "failed"):
+                self.stats.state = "stopped"
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _file_frames(self) -> Iterator[Frame]:
+        self.stats.state = "connecting"
+        try:
+            container = self._open()
+        except SourceError as exc:
+            self.stats.state, self.stats.last_error = "failed", str(exc)
+            raise
+        with container:
+            self.stats.state = "streaming"
+            start: tuple[float, float] | None = None  # (monotonic, time_s) of the first frame
+            try:
+                for frame in self._decode(container):
+                    if self.options.realtime:
+                        if start is None:
+                            start = (time.monotonic(), frame.time_s)
+                        delay_s = start[0] + (frame.time_s - start[1]) - time.monotonic()
+                        if delay_s > 0 and self._stop.wait(delay_s):
+                            return
+                    yield frame
+                    if self._stop.is_set():
+                        return
+            except (av.error.FFmpegError, OSError) as exc:
+                message = f"camera {self.camera_id!r}: cannot read {self.options.url!r}: {_describe(exc)}"
+                self.stats.state, self.stats.last_error = "failed", message
+                raise SourceError(message) from None
+        if not self._stop.is_set():
+            self.stats.state = "ended"
+
+    # -- live sources --------------------------------------------------------------------------
+
+    def _live_frames(self) -> Iterator[Frame]:
+        attempt = 0
+        while not self._stop.is_set():
+            self.stats.state = "connecting" if self.stats.reconnects == 0 and attempt == 0 else "reconnecting"
+            got_frame = False
+            try:
+                with self._open() as container:
+                    self.stats.state = "streaming"
+                    for frame in self._decode(container):
+                        if not got_frame:
+                            got_frame, attempt = True, 0  # backoff resets after a good read
+                        yield frame
+                        if self._stop.is_set():
+                            return
+                if self._stop.is_set():
+                    return
+                reason = f"camera {self.camera_id!r}: {self._redacted_url()!r}: stream ended"
+            except SourceError as exc:
+                reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a live camera must never end the pipeline
+                reason = f"camera {self.camera_id!r}: {self._redacted_url()!r}: {_describe(exc)}"
+            if self._stop.is_set():
+                return
+            self.stats.state, self.stats.last_error = "reconnecting", reason
+            delay_s = self._backoff_s(attempt)
+            attempt += 1
+            logger.warning("%s; reconnecting in %.1f s", reason, delay_s)
+            if self._stop.wait(delay_s):
+                return
+            self.stats.reconnects += 1
+
+    def _backoff_s(self, attempt: int) -> float:
+        """Capped exponential backoff with full jitter.
+
+        Source: Marc Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog (2015),
+        https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/ : the wait is
+        drawn uniformly below ``min(cap, base * 2**attempt)``. Unlike the blog's ``[0, ceiling]``
+        the draw starts at ``reconnect_initial_s`` so a camera is never hammered faster than that.
+        """
+        lo, cap = self.options.reconnect_initial_s, self.options.reconnect_max_s
+        ceiling = min(cap, lo * 2.0 ** min(attempt, 62))
+        return random.uniform(lo, ceiling)
+
+    def _redacted_url(self) -> str:
+        """The URL with any password replaced, for log lines."""
+        parts = urlsplit(self.options.url)
+        if parts.password is None:
+            return self.options.url
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+
+    # -- common --------------------------------------------------------------------------------
+
+    def _format_options(self) -> dict[str, str]:
+        """FFmpeg demuxer/protocol options for the URL's scheme.
+
+        RTSP and HTTP take a socket I/O timeout in microseconds (``timeout``; FFmpeg < 5 named
+        it ``stimeout`` for RTSP), on top of PyAV's interrupt-callback deadlines.
+        """
+        scheme = urlsplit(self.options.url).scheme.lower()
+        socket_timeout_us = str(int(self.options.read_timeout_s * 1e6))
+        if scheme in ("rtsp", "rtsps"):
+            key = "timeout" if av.library_versions["libavformat"][0] >= 59 else "stimeout"
+            return {"rtsp_transport": self.options.rtsp_transport, key: socket_timeout_us}
+        if scheme in ("http", "https"):
+            return {"timeout": socket_timeout_us}
+        return {}
+
+    def _open(self) -> av.container.InputContainer:
+        """Open the source and check it has a video stream.
+
+        Raises:
+            SourceTimeoutError: The open did not finish within ``open_timeout_s``.
+            SourceError: Any other open failure, or no video stream; one-line message naming
+                the camera and the URL.
+        """
+        where = f"camera {self.camera_id!r}: cannot open {self._redacted_url()!r}"
+        try:
+            container = av.open(self.options.url, mode="r", options=self._format_options(),
+                                timeout=(self.options.open_timeout_s, self.options.read_timeout_s))
+        except av.error.ExitError:
+            raise SourceTimeoutError(
+                f"{where}: no answer within {self.options.open_timeout_s:g} s") from None
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(f"{where}: {_describe(exc)}") from None
+        if not container.streams.video:
+            container.close()
+            raise SourceError(f"{where}: no video stream")
+        return container
+
+    def _decode(self, container: av.container.InputContainer) -> Iterator[Frame]:
+        """Demux and decode the first video stream; count and skip packets that fail to decode."""
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if self.options.decode == "keyframes":
+            stream.codec_context.skip_frame = "NONKEY"
+        self._clock.new_connection(stream)
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as exc:
+                self._decode_error(exc, packet.pts)
+                continue
+            for av_frame in decoded:
+                frame = self._to_frame(av_frame, stream)
+                if frame is not None:
+                    yield frame
+
+    def _to_frame(self, av_frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> Frame | None:
+        wall_s = time.time()
+        index = self.stats.frames_decoded
+        self.stats.frames_decoded += 1
+        time_base = av_frame.time_base or stream.time_base
+        time_s = self._clock.time_s(av_frame.pts, time_base, wall_s)
+        if not self._sampler.keep(time_s):
+            return None
+        frame = Frame(
+            camera_id=self.camera_id,
+            frame_index=index,
+            pts=av_frame.pts,
+            time_base=time_base,
+            time_s=time_s,
+            wall_time_s=wall_s,
+            image=av_frame.to_ndarray(format="bgr24"),
+            is_keyframe=bool(av_frame.key_frame),
+        )
+        self.stats.frames_emitted += 1
+        return frame
+
+    def _decode_error(self, exc: BaseException, pts: int | None) -> None:
+        self.stats.decode_errors += 1
+        message = f"camera {self.camera_id!r}: decode error at pts {pts}: {_describe(exc)}"
+        self.stats.last_error = message
+        now = time.monotonic()
+        if now >= self._next_error_log_s:
+            self._next_error_log_s = now + DECODE_ERROR_LOG_INTERVAL_S
+            logger.warning("%s (%d decode errors so far; next report in >= %.0f s)",
+                           message, self.stats.decode_errors, DECODE_ERROR_LOG_INTERVAL_S)
