@@ -132,7 +132,8 @@ class Alert:
             if value is None and key == "end_utc":
                 continue
             if not isinstance(value, dt.datetime) or value.tzinfo is None:
-                raise AlertRecordError(f"alert {self.alert_id}: {key} must be an aware datetime, got {value!r}")
+                raise AlertRecordError(f"alert {self.alert_id}: {key} must be an aware datetime, "
+                                       f"got {value!r}")
             object.__setattr__(self, key, value.astimezone(dt.timezone.utc))
         if not 0.0 <= float(self.conf) <= 1.0:
             raise AlertRecordError(f"alert {self.alert_id}: conf must be in [0, 1], got {self.conf!r}")
@@ -145,7 +146,8 @@ class Alert:
         if self.location is not None:
             lat, lon = (float(v) for v in self.location)
             if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-                raise AlertRecordError(f"alert {self.alert_id}: location (lat, lon) out of range: {self.location!r}")
+                raise AlertRecordError(f"alert {self.alert_id}: location (lat, lon) out of range: "
+                                       f"{self.location!r}")
             object.__setattr__(self, "location", (lat, lon))
         try:
             json.dumps(dict(self.details))

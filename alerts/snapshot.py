@@ -59,7 +59,8 @@ def _put_label(img: np.ndarray, text: str, org: tuple[int, int], scale: float, t
     x = int(min(max(org[0], 0), max(w - tw, 0)))
     y = int(min(max(org[1], th + base), h - 1))
     cv2.rectangle(img, (x, y - th - base), (x + tw, y), color, cv2.FILLED)
-    cv2.putText(img, text, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    cv2.putText(img, text, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
+                cv2.LINE_AA)
 
 
 def render_snapshot(image: np.ndarray, xyxy: np.ndarray, labels: Sequence[str],
@@ -82,13 +83,15 @@ def render_snapshot(image: np.ndarray, xyxy: np.ndarray, labels: Sequence[str],
         ShapeError: For arrays of the wrong shape, or a label count different from M.
     """
     check_array("image", image, 3, np.uint8, (None, None, 3))
-    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4) if np.size(xyxy) else np.zeros((0, 4))
+    boxes = np.asarray(xyxy, dtype=np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
     check_array("xyxy", boxes, 2, None, (None, 4))
     if len(labels) != len(boxes):
         raise ShapeError(f"labels: expected {len(boxes)} labels (one per box), got {len(labels)}")
     out = np.ascontiguousarray(image).copy()
     scale = max(0.4, min(out.shape[:2]) / 720 * 0.7)
-    thick = max(1, round(scale * 2))
+    thick = max(2, round(scale * 3))
     if zone_polygon_px is not None:
         poly = np.asarray(zone_polygon_px, dtype=np.float64)
         check_array("zone_polygon_px", poly, 2, None, (None, 2))

@@ -124,13 +124,13 @@ class AlertStore:
 
         def go() -> bool:
             with self._write() as conn:
-                cur = conn.execute("INSERT OR IGNORE INTO alerts (alert_id, camera_id, type, start_utc, body) "
-                                   "VALUES (?, ?, ?, ?, ?)", row)
+                cur = conn.execute("INSERT OR IGNORE INTO alerts (alert_id, camera_id, type, start_utc, "
+                                   "body) VALUES (?, ?, ?, ?, ?)", row)
                 return cur.rowcount == 1
         return self._run("add an alert", go)
 
-    def update(self, alert_id: str, *, end_time_s: float | None = _UNSET, end_utc: dt.datetime | None = _UNSET,
-               track_ids: tuple[int, ...] = _UNSET, snapshot_path: str | None = _UNSET,
+    def update(self, alert_id: str, *, end_time_s: float | None = _UNSET,
+               end_utc: dt.datetime | None = _UNSET, track_ids: tuple[int, ...] = _UNSET, snapshot_path: str | None = _UNSET,
                conf: float = _UNSET, status: str = _UNSET,
                details: Mapping[str, Any] = _UNSET) -> Alert | None:
         """Change some fields of a stored alert (read-modify-write in one transaction).

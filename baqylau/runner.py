@@ -304,8 +304,8 @@ class Pipeline:
         snapshot = None
         if ev.frame is not None:
             names = self.detector.class_names
-            labels = [f"{names[c] if 0 <= c < len(names) else c} #{t}"
-                      for c, t in zip(ev.class_id.tolist(), ev.track_ids[:len(ev.class_id)])]
+            labels = [f"{names[c] if 0 <= c < len(names) else c} #{t} {p:.2f}"
+                      for c, t, p in zip(ev.class_id.tolist(), ev.box_track_id.tolist(), ev.box_conf.tolist())]
             zone = cam.zones[ev.zone_id]
             when = datetime.fromtimestamp(ev.start_wall_time_s, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
             try:

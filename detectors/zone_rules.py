@@ -101,12 +101,14 @@ class ZoneRule:
         if not isinstance(self.alert_type, str) or not self.alert_type:
             raise ZoneRuleError(f"{name}: alert_type must be a non-empty string, got {self.alert_type!r}")
         if not isinstance(self.zone, Zone):
-            raise ZoneRuleError(f"{name}: zone must be a calibration.zones.Zone, got {type(self.zone).__name__}")
+            raise ZoneRuleError(f"{name}: zone must be a calibration.zones.Zone, "
+                                f"got {type(self.zone).__name__}")
         if self.class_ids is not None:
             try:
                 ids = frozenset(int(c) for c in self.class_ids)
             except (TypeError, ValueError):
-                raise ZoneRuleError(f"{name}: class_ids must be integers or None, got {self.class_ids!r}") from None
+                raise ZoneRuleError(f"{name}: class_ids must be integers or None, "
+                                    f"got {self.class_ids!r}") from None
             if not ids:
                 raise ZoneRuleError(f"{name}: class_ids is empty; use None for any class")
             object.__setattr__(self, "class_ids", ids)
@@ -117,7 +119,8 @@ class ZoneRule:
         if self.clear_after_s <= 0:
             raise ZoneRuleError(f"{name}: clear_after_s must be > 0 s (a gap between two frames "
                                 f"would otherwise reset every dwell), got {self.clear_after_s!r}")
-        if isinstance(self.min_objects, bool) or not isinstance(self.min_objects, int) or self.min_objects < 1:
+        n_min = self.min_objects
+        if isinstance(n_min, bool) or not isinstance(n_min, int) or n_min < 1:
             raise ZoneRuleError(f"{name}: min_objects must be an integer >= 1, got {self.min_objects!r}")
         if self.time_window is not None:
             win = tuple(self.time_window)
@@ -176,6 +179,9 @@ class RuleEvent:
         max_dwell_s: Longest dwell (stream s) of a qualifying track so far in the situation.
         frame: The frame of the event (a reference, not a copy) for snapshots, or ``None``
             when flushed without a frame.
+        box_track_id: `(M,)` int64 track id of each box in ``xyxy`` (for labels such as
+            ``"person #12 0.87"``; ``track_ids`` is the situation's sorted set, not per box).
+        box_conf: `(M,)` float32 detection confidence of each box in ``xyxy``.
 
     Raises:
         ShapeError: When ``xyxy`` or ``class_id`` have the wrong shape or dtype.
@@ -196,10 +202,20 @@ class RuleEvent:
     class_id: np.ndarray
     max_dwell_s: float
     frame: Frame | None = field(default=None, repr=False, compare=False)
+    box_track_id: np.ndarray = field(default=None)  # type: ignore[assignment]
+    box_conf: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        m = len(self.xyxy) if isinstance(self.xyxy, np.ndarray) else 0
+        if self.box_track_id is None:
+            object.__setattr__(self, "box_track_id", np.full(m, -1, np.int64))
+        if self.box_conf is None:
+            object.__setattr__(self, "box_conf", np.zeros(m, np.float32))
         check_array("RuleEvent.xyxy", self.xyxy, 2, np.float32, (None, 4))
-        check_array("RuleEvent.class_id", self.class_id, 1, np.int32, (self.xyxy.shape[0],))
+        m = self.xyxy.shape[0]
+        check_array("RuleEvent.class_id", self.class_id, 1, np.int32, (m,))
+        check_array("RuleEvent.box_track_id", self.box_track_id, 1, np.int64, (m,))
+        check_array("RuleEvent.box_conf", self.box_conf, 1, np.float32, (m,))
 
 
 @dataclass(slots=True)
@@ -276,7 +292,8 @@ class ZoneRuleEngine:
             ZoneRuleError: When ``frame.camera_id`` is not this engine's camera.
         """
         if frame.camera_id != self.camera_id:
-            raise ZoneRuleError(f"engine for camera {self.camera_id!r} got a frame of camera {frame.camera_id!r}")
+            raise ZoneRuleError(f"engine for camera {self.camera_id!r} got a frame of camera "
+                                f"{frame.camera_id!r}")
         tracked = detections[detections.track_id >= 0]
         events: list[RuleEvent] = []
         for rule in self.rules:
@@ -315,7 +332,8 @@ class ZoneRuleEngine:
                 tr = st.tracks[tid] = _Track(t, t)
             tr.last_inside_time_s = t
             dwell_s[i] = t - tr.enter_time_s
-        st.tracks = {k: v for k, v in st.tracks.items() if t - v.last_inside_time_s < rule.clear_after_s - EPS_S}
+        st.tracks = {k: v for k, v in st.tracks.items()
+                     if t - v.last_inside_time_s < rule.clear_after_s - EPS_S}
 
         qualifying = dwell_s >= rule.min_duration_s - EPS_S
         q_dets, q_dwell = dets[qualifying], dwell_s[qualifying]
@@ -335,7 +353,8 @@ class ZoneRuleEngine:
             return events
 
         if not in_window:
-            logger.info("camera %s t=%.3fs: rule %s ended, time window closed", self.camera_id, t, rule.rule_id)
+            logger.info("camera %s t=%.3fs: rule %s ended, time window closed", self.camera_id, t,
+                        rule.rule_id)
             events.append(self._event("ended", rule, sit, frame, q_dets))
             st.situation = None
             return events
@@ -367,5 +386,6 @@ class ZoneRuleEngine:
             end_time_s=sit.last_true_time_s if ended else None,
             end_wall_time_s=sit.last_true_wall_time_s if ended else None,
             conf=sit.conf, xyxy=q_dets.xyxy.copy(), class_id=q_dets.class_id.copy(),
-            max_dwell_s=sit.max_dwell_s, frame=frame,
+            max_dwell_s=sit.max_dwell_s, frame=frame, box_track_id=q_dets.track_id.copy(),
+            box_conf=q_dets.conf.copy(),
         )

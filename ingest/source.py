@@ -399,13 +399,17 @@ class CameraStream:
                 the camera and the URL.
         """
         where = f"camera {self.camera_id!r}: cannot open {self._redacted_url()!r}"
+        started_s = time.monotonic()
         try:
             container = av.open(self.options.url, mode="r", options=self._format_options(),
                                 timeout=(self.options.open_timeout_s, self.options.read_timeout_s))
-        except av.error.ExitError:
-            raise SourceTimeoutError(
-                f"{where}: no answer within {self.options.open_timeout_s:g} s") from None
         except (av.error.FFmpegError, OSError) as exc:
+            # The interrupt callback surfaces as ExitError, or as whatever error the demuxer
+            # turns it into (RTSP reports InvalidDataError), so judge a timeout by the clock.
+            if (isinstance(exc, av.error.ExitError)
+                    or time.monotonic() - started_s >= 0.95 * self.options.open_timeout_s):
+                raise SourceTimeoutError(
+                    f"{where}: no answer within {self.options.open_timeout_s:g} s") from None
             raise SourceError(f"{where}: {_describe(exc)}") from None
         if not container.streams.video:
             container.close()

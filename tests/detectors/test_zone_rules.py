@@ -131,6 +131,8 @@ def test_two_objects_one_situation_with_one_update():
     assert t0 == pytest.approx(2.0) and s.track_ids == (1,) and s.conf == pytest.approx(0.5)
     assert t1 == pytest.approx(3.0) and u.track_ids == (1, 2) and u.conf == pytest.approx(0.9)
     assert u.xyxy.shape == (2, 4) and u.start_time_s == pytest.approx(2.0)
+    assert u.box_track_id.tolist() == [1, 2] and u.box_conf.tolist() == pytest.approx([0.5, 0.9])
+    assert u.xyxy.tolist() == [list(IN_BOX), [22, 12, 32, 32]]
     assert e.track_ids == (1, 2) and e.end_time_s == pytest.approx(6.9)
 
 

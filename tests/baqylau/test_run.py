@@ -1,0 +1,110 @@
+"""End to end: `baqylau run` on the real demo clips, and bad cameras beside good ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.conftest import MODELS, REPO, VIDEOS, need
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "baqylau", *args], capture_output=True, text=True,
+                          cwd=REPO, env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory):
+    """Run the demo config twice into one data folder; return both summaries and the alerts."""
+    need(VIDEOS / "opencv-samples" / "vtest.avi")
+    need(MODELS / "yolox-nano-coco" / "yolox_nano.onnx")
+    data = tmp_path_factory.mktemp("demo")
+    env = {"BAQYLAU_DATA": str(data), "BAQYLAU_SAMPLES": str(VIDEOS), "BAQYLAU_MODELS": str(MODELS)}
+    summaries = []
+    for i in range(2):
+        out = data / f"summary{i}.json"
+        proc = run_cli("run", "configs/demo.yaml", "--until-eof", "--summary-json", str(out), env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summaries.append(json.loads(out.read_text()))
+    listed = run_cli("alerts", "list", "--config", "configs/demo.yaml", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    return summaries, json.loads(listed.stdout), data
+
+
+def test_demo_gives_alerts_with_snapshots_on_every_camera(demo_runs):
+    (first, _second), alerts, _data = demo_runs
+    assert set(first) == {"square", "hall", "parking-lot"}
+    for cid, s in first.items():
+        for key in ("frames_decoded", "frames_analysed", "detections", "tracks", "alerts", "decode_errors"):
+            assert isinstance(s[key], int), (cid, key)
+        assert s["frames_analysed"] > 0 and s["frames_decoded"] >= s["frames_analysed"]
+        assert s["alerts"] >= 1, f"camera {cid} raised no alert: {s}"
+    by_camera = {a["camera_id"] for a in alerts}
+    assert by_camera == set(first)
+    for a in alerts:
+        img = cv2.imread(a["snapshot_path"])
+        assert img is not None and img.ndim == 3, a["snapshot_path"]
+        assert a["end_utc"] is not None, "every situation is closed at end of stream"
+
+
+def test_demo_frame_counts_match_the_clips(demo_runs):
+    (first, _), _alerts, _ = demo_runs
+    assert first["square"]["frames_decoded"] == 795
+    assert first["hall"]["frames_decoded"] == 1394
+    assert first["parking-lot"]["frames_decoded"] == 377
+
+
+def test_second_run_appends_without_duplicates(demo_runs):
+    (first, second), alerts, _ = demo_runs
+    assert len(alerts) == sum(s["alerts"] for s in first.values())
+    assert len({a["alert_id"] for a in alerts}) == len(alerts)
+    assert sum(s["alerts_new"] for s in second.values()) == 0
+    assert sum(s["alerts"] for s in second.values()) == sum(s["alerts"] for s in first.values())
+
+
+def test_jsonl_sink_has_created_and_ended_events(demo_runs):
+    _, alerts, data = demo_runs
+    lines = [json.loads(x) for x in (data / "alerts.jsonl").read_text().splitlines()]
+    created = [x for x in lines if x["event"] == "alert.created"]
+    assert len(created) == len(alerts)
+    assert any(x["event"] == "alert.ended" for x in lines)
+
+
+def test_bad_cameras_do_not_stop_the_good_one(tmp_path):
+    clip = need(VIDEOS / "intel-sample-videos" / "car-detection.mp4")
+    cfg = tmp_path / "mixed.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        data_dir: {tmp_path / 'data'}
+        detector: {{model_path: {tmp_path / 'no-model.onnx'}}}
+        defaults: {{analysis_fps: 5, open_timeout_s: 1, read_timeout_s: 1, reconnect_initial_s: 0.2,
+                    reconnect_max_s: 0.5}}
+        cameras:
+          - {{id: missing, url: {tmp_path / 'nope.mp4'}}}
+          - {{id: deaf, url: "rtsp://127.0.0.1:9/none"}}
+          - {{id: good, url: {clip}}}
+        """))
+    out = tmp_path / "summary.json"
+    proc = run_cli("run", str(cfg), "--until-eof", "--summary-json", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    summary = json.loads(out.read_text())
+    assert summary["good"]["frames_decoded"] == 377
+    assert summary["missing"]["frames_decoded"] == 0
+    assert "nope.mp4" in (summary["missing"]["error"] or "")
+    assert summary["deaf"]["frames_decoded"] == 0
+    # the missing file and the refused connection each got a one-line message
+    assert any("nope.mp4" in line for line in proc.stderr.splitlines())
+    assert any("deaf" in line and ("refused" in line.lower() or "error" in line.lower())
+               for line in proc.stderr.splitlines())
+    # no model file: said clearly, motion fallback used
+    assert "falling back to the weights-free motion detector" in proc.stderr
