@@ -27,11 +27,12 @@ class ByteTracker:
     feed it one kind of object (e.g. persons only), or one instance per class.
 
     Defaults were chosen by measurement on PETS09-S2L1 frames 1-400 at 10 fps (MOTChallenge
-    ground truth) with YOLOX-nano persons at ``conf_threshold=0.3``: activation/high threshold
-    0.6 and 3 frames to confirm gave HOTA 0.50, IDF1 0.67, MOTA 0.70 against 0.44 / 0.55 / 0.63
-    with the library defaults (0.7 / 0.6 / 2 frames... see ``tests/tracker/test_quality_pets09.py``
-    and ``tests/tracker/metrics_pets09.json``); the lost-track buffer (1-6 s) and IoU threshold
-    (0.1-0.3) changed little there.
+    ground truth) with YOLOX-nano persons at ``conf_threshold=0.3``: activation and high
+    thresholds 0.6 with 3 frames to confirm gave HOTA 0.50, IDF1 0.67, MOTA 0.70, against
+    0.44 / 0.55 / 0.63 with thresholds 0.5 and 2 frames; 0.7 was no better (0.505 HOTA, fewer
+    tracks of partly hidden people). The lost-track buffer (1-6 s) and the IoU threshold
+    (0.1-0.3) changed little. See ``tests/tracker/test_quality_pets09.py`` and
+    ``tests/tracker/metrics_pets09.json``.
 
     Attributes:
         frame_rate: Nominal analysis rate in frames per second.
