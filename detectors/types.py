@@ -51,6 +51,9 @@ class Detections:
                                  f"{getattr(arr, 'shape', type(arr).__name__)}")
         object.__setattr__(self, "data", MappingProxyType(dict(self.data)))
 
+    def __reduce__(self):  # noqa: ANN204 - pickling: MappingProxyType itself does not pickle
+        return (Detections, (self.xyxy, self.conf, self.class_id, self.track_id, dict(self.data)))
+
     @classmethod
     def empty(cls) -> Detections:
         """Return detections with N = 0."""

@@ -33,7 +33,10 @@ def detections_to_mot(detections: Detections) -> np.ndarray:
 
 
 class MotWriter:
-    """Writes tracker output as a MOTChallenge CSV file; use as a context manager.
+    """Writes tracker output as a MOTChallenge CSV file, like a text file object.
+
+    The file is created (parents too) when the writer is constructed; use it as a context
+    manager or call :meth:`close`.
 
     Example::
 
@@ -42,17 +45,24 @@ class MotWriter:
     """
 
     def __init__(self, path: str | Path) -> None:
-        """Remember the target file; it is created (parents too) on ``__enter__``."""
+        """Create (truncate) the file.
+
+        Raises:
+            OSError: When the file cannot be created.
+        """
         self.path = Path(path)
-        self._file: IO[str] | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] | None = self.path.open("w", encoding="ascii", newline="\n")
 
     def __enter__(self) -> MotWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", encoding="ascii", newline="\n")
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the file; further writes raise. Safe to call twice."""
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -65,10 +75,10 @@ class MotWriter:
             detections: Rows to write; ``track_id`` -1 is written as id -1.
 
         Raises:
-            ValueError: When ``frame`` < 1 or the writer is not open.
+            ValueError: When ``frame`` < 1 or the writer is closed.
         """
         if self._file is None:
-            raise ValueError(f"MotWriter({self.path}) is not open; use it in a with-block")
+            raise ValueError(f"MotWriter({self.path}) is closed")
         if frame < 1:
             raise ValueError(f"MOT frame numbers are 1-based, got {frame}")
         for tid, left, top, w, h, conf in detections_to_mot(detections):

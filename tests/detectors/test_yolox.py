@@ -114,8 +114,22 @@ def test_dynamic_batch_model_runs_one_session_call(tmp_path: Path, detector: Yol
     dynamic = YoloxOnnxDetector(path, max_batch=2)
     assert dynamic.max_batch == 2
     images = [bus, vtest_frame, bus]  # 2 + 1: exercises the split into chunks
-    for a, b in zip(dynamic.detect(images, ["a", "b", "c"]), detector.detect(images, ["a", "b", "c"])):
+    cams = ["a", "b", "c"]
+    for a, b in zip(dynamic.detect(images, cams), detector.detect(images, cams)):
         assert_same(a, b)
+
+
+def test_output_decoded_rows() -> None:
+    """With ``output_decoded=True`` rows are taken as input-pixel ``cx, cy, w, h`` as they are."""
+    det = YoloxOnnxDetector(need(YOLOX_PATH), output_decoded=True)
+    rows = np.zeros((3549, 85), np.float32)
+    rows[0, :6] = [208, 208, 100, 200, 0.9, 0.9]  # person, score 0.81, bottom clipped
+    rows[1, :6] = [210, 208, 100, 200, 0.9, 0.5]  # duplicate, suppressed by NMS
+    rows[2, [0, 1, 2, 3, 4, 5 + 5]] = [400, 100, 80, 40, 0.8, 0.8]  # bus, right side clipped
+    out = det._postprocess(rows, scale=0.5, shape_hw=(400, 832))  # image 2x the input
+    np.testing.assert_allclose(out.xyxy, [[316, 216, 516, 400], [720, 160, 832, 240]])
+    np.testing.assert_allclose(out.conf, [0.81, 0.64], atol=1e-6)
+    assert out.class_id.tolist() == [0, 5]
 
 
 def test_missing_model() -> None:

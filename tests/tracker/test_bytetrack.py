@@ -87,3 +87,47 @@ def test_timestamps_bridge_skipped_frames() -> None:
 def test_bad_parameters(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ByteTracker(**kwargs)
+
+
+def boxes(rows: list[tuple[float, float, int]]) -> Detections:
+    """Boxes 40x80 px at (x, y) top-left with a class id, conf 0.9."""
+    xyxy = np.array([[x, y, x + 40, y + 80] for x, y, _ in rows], np.float32).reshape(-1, 4)
+    return Detections(xyxy, np.full(len(rows), 0.9, np.float32), np.array([c for *_, c in rows], np.int32))
+
+
+def test_class_aware_never_continues_a_track_with_another_class() -> None:
+    tracker = ByteTracker(frame_rate=10, minimum_consecutive_frames=1)
+    person_ids, car_ids = set(), set()
+    for i in range(20):
+        # a person, and a car box at the very same place every other frame
+        rows = [(100 + i, 100, 0)] + ([(100 + i, 100, 2)] if i % 2 else [])
+        out = tracker.update(boxes(rows), time_s=i / 10)
+        person_ids |= set(out.track_id[out.class_id == 0].tolist())
+        car_ids |= set(out.track_id[out.class_id == 2].tolist())
+    assert len(person_ids) == 1 and len(car_ids) == 1
+    assert person_ids.isdisjoint(car_ids), "ids are unique per camera across classes"
+    assert tracker.tracks_started == 2
+
+
+def test_class_agnostic_mode_matches_any_class() -> None:
+    tracker = ByteTracker(frame_rate=10, minimum_consecutive_frames=1, class_aware=False)
+    ids = set()
+    for i in range(10):
+        out = tracker.update(boxes([(100 + i, 100, i % 2)]), time_s=i / 10)
+        ids |= set(out.track_id.tolist())
+    assert ids == {1}
+
+
+def test_id_map_stays_bounded_over_many_short_tracks() -> None:
+    tracker = ByteTracker(frame_rate=10, minimum_consecutive_frames=1, lost_track_buffer_s=0.2)
+    t = 0.0
+    for k in range(300):  # 300 objects, each seen for 3 frames then gone
+        for _ in range(3):
+            tracker.update(boxes([(10 + (k % 7) * 60, 10 + (k % 5) * 90, 0)]), time_s=t)
+            t += 0.1
+        for _ in range(5):
+            tracker.update(Detections.empty(), time_s=t)
+            t += 0.1
+    assert tracker.tracks_started >= 290
+    # pruned every 500 updates: at most the tracks started since the last prune remain
+    assert len(tracker._ids) <= 500 // 8 + 1  # noqa: SLF001 - the bound is the point of the test

@@ -28,8 +28,13 @@ def test_round_trip(tmp_path: Path) -> None:
     np.testing.assert_allclose(rows[1], [[3, 10, 20, 30, 80, 0.9], [-1, 5.5, 6.25, 1.5, 1.75, 0.5]])
     with pytest.raises(ValueError, match="1-based"), MotWriter(tmp_path / "x.txt") as mot:
         mot.write(0, dets)
-    with pytest.raises(ValueError, match="not open"):
-        MotWriter(tmp_path / "y.txt").write(1, dets)
+    writer = MotWriter(tmp_path / "y.txt")  # also usable without a with-block
+    writer.write(5, dets[:1])
+    writer.close()
+    writer.close()
+    assert sorted(read_mot(tmp_path / "y.txt")) == [5]
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(6, dets)
 
 
 def test_read_pets_ground_truth() -> None:
