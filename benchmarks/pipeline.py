@@ -89,10 +89,12 @@ def main() -> int:
     import onnxruntime
 
     print(f"# pipeline benchmark, {time.strftime('%Y-%m-%d')}")
+    from baqylau.runner import build_detector
+
+    det = build_detector(cfg)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-          f"{platform.python_version()}, onnxruntime {onnxruntime.__version__} "
-          f"({', '.join(onnxruntime.get_available_providers())}), detector on "
-          f"{Pipeline.__name__} default providers; median of {args.repeat} decode runs\n")
+          f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, detector {det.name} on "
+          f"{det.provider} (batch {det.max_batch}); decode figures are medians of {args.repeat} runs\n")
     print("| camera | frames | analysis fps (config) | ffmpeg -threads 1 decode fps | our decode fps | "
           "ours / ffmpeg | pipeline decoded fps | pipeline / ffmpeg | pipeline analysed fps | alerts |")
     print("|---|---|---|---|---|---|---|---|---|---|")
