@@ -197,7 +197,7 @@ class Pipeline:
     def _gather(self) -> list[tuple[CameraRuntime, Frame]]:
         """Take at most one frame per camera, round-robin, up to the detector's batch size,
         waiting up to ``batch_wait_ms`` for the batch to fill once a first frame is in."""
-        cap = max(1, min(self.cfg.detector.max_batch, self.detector.max_batch * 8))
+        cap = self.cfg.detector.max_batch
         batch: list[tuple[CameraRuntime, Frame]] = []
         deadline: float | None = None
         taken: set[str] = set()
