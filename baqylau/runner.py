@@ -275,23 +275,22 @@ class Pipeline:
         if alert_id is None:
             return
         if ev.kind == "updated":
-            self.store.update(alert_id, track_ids=ev.track_ids, conf=ev.conf)
-            self._emit("alert.updated", alert_id)
+            self._emit("alert.updated", self.store.update(alert_id, track_ids=ev.track_ids, conf=ev.conf))
         elif ev.kind == "ended":
             end_utc = datetime.fromtimestamp(ev.end_wall_time_s or time.time(), UTC)
-            self.store.update(alert_id, end_time_s=ev.end_time_s, end_utc=end_utc, track_ids=ev.track_ids)
-            self._emit("alert.ended", alert_id)
+            self._emit("alert.ended", self.store.update(
+                alert_id, end_time_s=ev.end_time_s, end_utc=end_utc, track_ids=ev.track_ids))
             cam.open_alerts.pop(ev.rule_id, None)
 
-    def _emit(self, event: str, alert_id: str) -> None:
-        alert = self.store.get(alert_id)
+    def _emit(self, event: str, alert: Alert | None) -> None:
+        """Hand an alert event to every sink; a failing sink is logged and never stops analysis."""
         if alert is None:
             return
         for sink in self.sinks:
             try:
                 sink.emit(event, alert)
-            except Exception as exc:  # a broken sink never stops analysis
-                log.error("sink %s failed on %s: %s", type(sink).__name__, alert_id, exc)
+            except Exception as exc:  # noqa: BLE001
+                log.error("sink %s failed on %s: %s", type(sink).__name__, alert.alert_id, exc)
 
     def _create_alert(self, cam: CameraRuntime, ev: RuleEvent) -> None:
         alert_id = make_alert_id(cam.cfg.id, cam.source_key, ev.rule_id, ev.start_time_s)
@@ -331,11 +330,7 @@ class Pipeline:
             cam.counters.alerts_new += 1
             log.info("ALERT %s camera=%s zone=%s tracks=%s t=%.1fs conf=%.2f snapshot=%s", ev.alert_type,
                      cam.cfg.id, ev.zone_id, list(ev.track_ids), ev.start_time_s, ev.conf, snapshot)
-            for sink in self.sinks:
-                try:
-                    sink.emit("alert.created", alert)
-                except Exception as exc:
-                    log.error("sink %s failed on %s: %s", type(sink).__name__, alert_id, exc)
+            self._emit("alert.created", alert)
 
     def _shutdown(self) -> None:
         self.finished_s = time.monotonic()
