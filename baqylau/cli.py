@@ -80,7 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level or cfg.log_level)
     from baqylau.runner import Pipeline  # heavy imports only when running
 
-    pipeline = Pipeline(cfg, until_eof=args.until_eof)
+    try:
+        pipeline = Pipeline(cfg, until_eof=args.until_eof)
+    except ConfigError as exc:  # problems only the detector can tell (unknown class names)
+        raise ConfigError(args.config, exc.problems) from None
 
     def on_signal(signum, _frame) -> None:  # noqa: ANN001
         log.info("signal %s: stopping (open alerts are closed, nothing half-written)", signum)

@@ -108,3 +108,23 @@ def test_bad_cameras_do_not_stop_the_good_one(tmp_path):
                for line in proc.stderr.splitlines())
     # no model file: said clearly, motion fallback used
     assert "falling back to the weights-free motion detector" in proc.stderr
+
+
+def test_unknown_class_name_is_a_config_error(tmp_path):
+    clip = need(VIDEOS / "intel-sample-videos" / "car-detection.mp4")
+    model = need(MODELS / "yolox-nano-coco" / "yolox_nano.onnx")
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        data_dir: {tmp_path / 'data'}
+        detector: {{model_path: {model}}}
+        cameras:
+          - id: lot
+            url: {clip}
+            zones: [{{id: all, units: norm, points: [[0, 0], [1, 0], [1, 1]]}}]
+            rules: [{{id: r, type: vehicle_stopped, zone: all, classes: [person, automobile]}}]
+        """))
+    proc = run_cli("run", str(cfg), "--until-eof", timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"invalid configuration {cfg}" in proc.stderr
+    assert "cameras[0].rules[0].classes: unknown class ['automobile']" in proc.stderr
