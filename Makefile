@@ -47,7 +47,7 @@ test: system-deps install-test
 	$(BIN)/python -m pytest -q
 
 bench: install-test system-deps
-	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/pipeline.py --repeat 5
 
 clean:
 	rm -rf var .pytest_cache

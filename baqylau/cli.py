@@ -78,19 +78,23 @@ def _print_summary(summary: dict) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     _setup_logging(args.log_level or cfg.log_level)
-    from baqylau.runner import Pipeline  # heavy imports only when running
-
-    try:
-        pipeline = Pipeline(cfg, until_eof=args.until_eof)
-    except ConfigError as exc:  # problems only the detector can tell (unknown class names)
-        raise ConfigError(args.config, exc.problems) from None
+    stop_requested: list[int] = []
+    pipeline = None
 
     def on_signal(signum, _frame) -> None:  # noqa: ANN001
         log.info("signal %s: stopping (open alerts are closed, nothing half-written)", signum)
-        pipeline.stop()
+        stop_requested.append(signum)
+        if pipeline is not None:
+            pipeline.stop()
 
+    # installed before the model loads, so an early Ctrl-C is never lost
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    from baqylau.runner import Pipeline  # heavy imports only when running
+
+    pipeline = Pipeline(cfg, until_eof=args.until_eof)
+    if stop_requested:
+        pipeline.stop()
     status = _StatusLine()
     summary = pipeline.run(on_tick=status)
     status.clear()
@@ -99,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = Path(args.summary_json)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if pipeline.all_failed() and not stop_requested:
+        return _fail("no camera delivered a frame (every source failed); see the errors above", 1)
     return 0
 
 
@@ -117,7 +123,8 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     if not alerts:
-        print(f"no alerts stored in {db}")
+        filtered = args.camera or args.type or args.limit
+        print(f"no alerts {'match these filters' if filtered else 'stored'} in {db}")
         return 0
     for a in alerts:
         end = f"{a.end_time_s:.1f}s" if a.end_time_s is not None else "ongoing"
@@ -130,14 +137,33 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
+    from baqylau.runner import configured_class_names, rule_class_problems
+
+    problems = rule_class_problems(cfg, configured_class_names(cfg))
+    if problems:
+        raise ConfigError(args.config, problems)
     print(f"{args.config}: OK, {len(cfg.cameras)} camera(s), "
           f"{sum(len(c.zones) for c in cfg.cameras)} zone(s), {sum(len(c.rules) for c in cfg.cameras)} rule(s)")
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``baqylau``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("baqylau")
+    except PackageNotFoundError:
+        ver = "unknown (not installed)"
     p = argparse.ArgumentParser(prog="baqylau", description="Video analytics for city monitoring.")
+    p.add_argument("--version", action="version", version=f"baqylau {ver}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the pipeline on the cameras of a config")
@@ -154,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--json", action="store_true", help="print a JSON array")
     al.add_argument("--camera", help="only this camera id")
     al.add_argument("--type", help="only this alert type")
-    al.add_argument("--limit", type=int, help="at most this many")
+    al.add_argument("--limit", type=_positive_int, help="at most this many (>= 1)")
     al.set_defaults(func=cmd_alerts_list)
 
     c = sub.add_parser("config", help="configuration tools")
@@ -171,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"baqylau: error: invalid configuration {exc.path}:", file=sys.stderr)
+        # checks that need the detector (class names) raise without the file name
+        path = getattr(args, "config", exc.path) if exc.path == "configuration" else exc.path
+        print(f"baqylau: error: invalid configuration {path}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2

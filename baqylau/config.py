@@ -119,11 +119,14 @@ class CameraSettings(_Model):
         5.0, gt=0, le=120, description="Frames per second analysed (sampled by pts); null = every frame."
     )
     decode: Literal["all", "keyframes"] = Field("all", description="'keyframes' decodes only key frames.")
-    open_timeout_s: float = Field(10.0, gt=0, le=600)
-    read_timeout_s: float = Field(10.0, gt=0, le=600)
-    reconnect_initial_s: float = Field(1.0, gt=0, le=600)
+    open_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Deadline to connect and probe a source, s (also bounds stop).")
+    read_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="A live source silent this long is reconnected, s.")
+    reconnect_initial_s: float = Field(1.0, gt=0, le=600, description="Shortest wait before a reconnect, s.")
     reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Backoff cap between reconnects, s.")
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTP transport for RTSP: tcp (interleaved, default) or udp.")
     realtime: bool = Field(False, description="Pace a file at its own frame rate, like a live camera.")
     queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered between decode and analysis.")
 
@@ -144,8 +147,8 @@ class CameraConfig(CameraSettings):
     id: str = Field(pattern=_ID_RE, description="Short id: letters, digits, _ . -")
     name: str = Field("", description="Human name, any Unicode (e.g. 'Бәйтерек, оңтүстік кіреберіс').")
     url: str = Field(min_length=1, description="rtsp://, rtsps://, http(s):// or a file path.")
-    enabled: bool = True
-    location: Location | None = None
+    enabled: bool = Field(True, description="false keeps the camera in the file but does not run it.")
+    location: Location | None = Field(None, description="Camera position (WGS84), copied into its alerts.")
     zones: list[ZoneConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
 
@@ -186,7 +189,10 @@ class DetectorConfig(_Model):
     )
     conf_threshold: float = Field(0.3, ge=0, le=1)
     nms_iou_threshold: float = Field(0.45, ge=0, le=1)
-    max_batch: int = Field(8, ge=1, le=256, description="Frames from several cameras per model call.")
+    max_batch: int = Field(
+        8, ge=1, le=256,
+        description="Frames from several cameras gathered per detector call; one ONNX call when the "
+                    "model has a dynamic batch axis, else one call per frame.")
     batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="Wait for more frames to fill a batch, ms.")
     threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads.")
     motion_min_area_px: int = Field(400, ge=1, description="Motion fallback: smallest blob, px^2.")
@@ -211,7 +217,7 @@ class AlertsConfig(_Model):
 class Config(_Model):
     """The whole configuration file."""
 
-    data_dir: str = Field("var", description="Folder for alerts.db, snapshots and logs.")
+    data_dir: str = Field("var", description="Folder for alerts.db, alerts.jsonl and snapshots/.")
     timezone: str = Field("UTC", description="IANA timezone for rule time windows, e.g. Asia/Almaty.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     detector: DetectorConfig = Field(default_factory=DetectorConfig)

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +65,49 @@ def build_detector(cfg: Config) -> Detector:
         log.warning("%s: falling back to the weights-free motion detector (OpenCV MOG2); "
                     "zone rules run on moving blobs and ignore their class filters", why)
     return MotionDetector(min_area_px=dc.motion_min_area_px)
+
+
+def configured_class_names(cfg: Config) -> tuple[str, ...] | None:
+    """Class names the configured detector will have, without loading the model.
+
+    Returns:
+        The names from ``detector.classes_path`` or COCO-80 for a YOLOX model; ``None`` when
+        the motion fallback will run (its blobs have no class, so rules ignore class filters).
+
+    Raises:
+        ConfigError: When ``classes_path`` cannot be read.
+    """
+    from detectors.coco import COCO80, load_class_names
+
+    dc = cfg.detector
+    if dc.kind == "motion" or (dc.kind == "auto" and not (dc.model_path and Path(dc.model_path).is_file())):
+        return None
+    if dc.classes_path:
+        try:
+            return tuple(load_class_names(dc.classes_path))
+        except OSError as exc:
+            raise ConfigError("configuration", [f"detector.classes_path: cannot read: {exc}"]) from None
+    return COCO80
+
+
+def rule_class_problems(cfg: Config, class_names: Sequence[str] | None) -> list[str]:
+    """One line per rule class name the detector does not know (``cameras[i].rules[j].classes``).
+
+    Args:
+        cfg: The configuration.
+        class_names: The detector's class names; ``None`` or ``("motion",)`` skips the check.
+    """
+    if class_names is None or tuple(class_names) == ("motion",):
+        return []
+    known = set(class_names)
+    problems = []
+    for ci, cam in enumerate(cfg.cameras):
+        for ri, rule in enumerate(cam.rules):
+            bad = [n for n in rule.classes or [] if n not in known]
+            if bad:
+                problems.append(f"cameras[{ci}].rules[{ri}].classes: unknown class {bad} "
+                                f"(known: {', '.join(list(class_names)[:10])}, ...)")
+    return problems
 
 
 @dataclass
@@ -126,6 +169,9 @@ class Pipeline:
         self.data_dir = Path(cfg.data_dir)
         self.snap_dir = self.data_dir / "snapshots"
         self.detector = detector or build_detector(cfg)
+        problems = rule_class_problems(cfg, self.detector.class_names)
+        if problems:
+            raise ConfigError("configuration", problems)
         log.info("detector %s on %s (batch up to %d)", self.detector.name, self.detector.provider,
                  self.detector.max_batch)
         self.store = AlertStore(self.data_dir / "alerts.db")
@@ -139,15 +185,10 @@ class Pipeline:
         self.started_s = time.monotonic()
         self.finished_s: float | None = None
 
-    def _class_ids(self, ci: int, ri: int, names: list[str] | None) -> frozenset[int] | None:
+    def _class_ids(self, names: list[str] | None) -> frozenset[int] | None:
         if names is None or self.detector.class_names == ("motion",):
             return None
         known = {n: i for i, n in enumerate(self.detector.class_names)}
-        bad = [n for n in names if n not in known]
-        if bad:
-            raise ConfigError("config", [
-                f"cameras[{ci}].rules[{ri}].classes: unknown class {bad} for detector "
-                f"{self.detector.name} (e.g. {', '.join(self.detector.class_names[:8])}, ...)"])
         return frozenset(known[n] for n in names)
 
     def _build_camera(self, ci: int, cam: CameraConfig) -> CameraRuntime:
@@ -157,7 +198,7 @@ class Pipeline:
             window = (r.time_window.start, r.time_window.end) if r.time_window else None
             rules.append(ZoneRule(
                 rule_id=r.id, alert_type=r.type, zone=zones[r.zone],
-                class_ids=self._class_ids(ci, ri, r.classes), min_duration_s=r.min_duration_s,
+                class_ids=self._class_ids(r.classes), min_duration_s=r.min_duration_s,
                 min_objects=r.min_objects, clear_after_s=r.clear_after_s, time_window=window,
                 timezone=self.cfg.timezone,
             ))
@@ -168,7 +209,7 @@ class Pipeline:
             reconnect_initial_s=cam.reconnect_initial_s, reconnect_max_s=cam.reconnect_max_s,
             rtsp_transport=cam.rtsp_transport, realtime=cam.realtime,
         )
-        queue = FrameQueue(cam.queue_size, drop_oldest=live or not self.until_eof)
+        queue = FrameQueue(cam.queue_size, drop_oldest=live or cam.realtime)
         tc = self.cfg.tracker
         extra = {k: v for k, v in (("track_activation_threshold", tc.track_activation_threshold),
                                    ("minimum_consecutive_frames", tc.minimum_consecutive_frames))
@@ -193,6 +234,16 @@ class Pipeline:
         if not self.until_eof or not finite:
             return False
         return all(c.reader.done and c.queue.qsize() == 0 for c in finite)
+
+    def _all_sources_done(self) -> bool:
+        return all(c.reader.done and c.queue.qsize() == 0 for c in self.cameras.values())
+
+    def all_failed(self) -> bool:
+        """True when no camera delivered a single frame and every one of them failed or was
+        never reachable (the run produced nothing)."""
+        return bool(self.cameras) and all(
+            c.reader.stats.frames_decoded == 0 and (c.reader.error or c.reader.stats.last_error)
+            for c in self.cameras.values())
 
     def _gather(self) -> list[tuple[CameraRuntime, Frame]]:
         """Take at most one frame per camera, round-robin, up to the detector's batch size,
@@ -235,6 +286,7 @@ class Pipeline:
         for cam in self.cameras.values():
             cam.reader.start()
         next_tick = time.monotonic() + 1.0
+        said_idle = False
         try:
             while not self.stop_event.is_set():
                 batch = self._gather()
@@ -242,6 +294,10 @@ class Pipeline:
                     self._analyse(batch)
                 elif self._finished():
                     break
+                elif not said_idle and self._all_sources_done():
+                    said_idle = True
+                    log.info("every camera source has ended or failed; still running until stopped "
+                             "(Ctrl-C; --until-eof exits by itself)")
                 if on_tick and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + 1.0
                     on_tick(self)
@@ -294,12 +350,14 @@ class Pipeline:
 
     def _create_alert(self, cam: CameraRuntime, ev: RuleEvent) -> None:
         alert_id = make_alert_id(cam.cfg.id, cam.source_key, ev.rule_id, ev.start_time_s)
-        cam.open_alerts[ev.rule_id] = alert_id
         cam.counters.alerts += 1
         if self.store.get(alert_id) is not None:
+            # the same file analysed again: the stored alert is already complete; stay silent
             log.info("camera %s: alert %s (%s) already stored by an earlier run", cam.cfg.id, alert_id,
                      ev.alert_type)
+            cam.open_alerts.pop(ev.rule_id, None)
             return
+        cam.open_alerts[ev.rule_id] = alert_id
         snapshot = None
         if ev.frame is not None:
             names = self.detector.class_names
@@ -353,7 +411,8 @@ class Pipeline:
     def summary(self) -> dict[str, dict[str, int | float]]:
         """Per-camera figures: frames_decoded, frames_analysed, analysis_fps, detections,
         tracks, alerts (raised this run), alerts_new (not stored before), decode_errors,
-        dropped_frames, state and error."""
+        dropped_frames, reconnects, state, error (why a camera failed for good) and
+        last_error (the latest problem, e.g. a refused connection being retried)."""
         elapsed = max(1e-6, (self.finished_s or time.monotonic()) - self.started_s)
         out: dict[str, dict[str, int | float]] = {}
         for cid, cam in self.cameras.items():
@@ -371,5 +430,6 @@ class Pipeline:
                 "reconnects": int(st.reconnects),
                 "state": st.state,
                 "error": cam.reader.error,
+                "last_error": st.last_error,
             }
         return out

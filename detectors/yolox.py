@@ -39,7 +39,8 @@ def select_providers(requested: Sequence[str]) -> list[str]:
 
     Returns:
         The available ones in the same order, always ending with ``"CPUExecutionProvider"``;
-        each unavailable one is logged at WARNING.
+        each unavailable one is logged at INFO (a config that lists CUDA first runs
+        unchanged on a CPU machine; the provider in use is logged when the model loads).
     """
     available = set(ort.get_available_providers())
     chosen: list[str] = []
@@ -49,7 +50,7 @@ def select_providers(requested: Sequence[str]) -> list[str]:
         if name in available:
             chosen.append(name)
         else:
-            log.warning("onnxruntime provider %s is not available here (available: %s); skipped",
+            log.info("onnxruntime provider %s is not available here (available: %s); skipped",
                         name, ", ".join(sorted(available)))
     return [*chosen, "CPUExecutionProvider"]
 
@@ -111,7 +112,8 @@ class YoloxOnnxDetector:
                  conf_threshold: float = 0.3, nms_iou_threshold: float = 0.45,
                  intra_op_num_threads: int | None = None, output_decoded: bool = False,
                  max_batch: int = DEFAULT_MAX_BATCH,
-                 input_hw: tuple[int, int] | None = None) -> None:
+                 input_hw: tuple[int, int] | None = None,
+                 cross_class_iou_threshold: float | None = 0.8) -> None:
         """Load the model.
 
         Args:
@@ -132,6 +134,11 @@ class YoloxOnnxDetector:
             output_decoded: ``True`` when the export already decodes boxes into input pixels
                 (``decode_in_inference``); ``False`` (default) for raw grid-relative output.
             max_batch: Most frames per ``session.run`` when the model's batch axis is dynamic.
+            cross_class_iou_threshold: After the per-class NMS, a box that overlaps a
+                higher-scoring box of *another* class by more than this IoU is dropped (one van
+                seen as both "car" and "truck" gives one box, hence one track). High (0.8) so
+                that genuinely overlapping objects (a person on a bicycle) both stay; ``None``
+                turns it off.
             input_hw: Input ``(height, width)`` for models whose spatial axes are dynamic;
                 ignored when the model fixes them.
 
@@ -146,8 +153,9 @@ class YoloxOnnxDetector:
         if not path.is_file():
             raise ModelNotFoundError(f"YOLOX model file not found: {path}")
         for label, value in (("conf_threshold", conf_threshold),
-                             ("nms_iou_threshold", nms_iou_threshold)):
-            if not 0.0 <= value <= 1.0:
+                             ("nms_iou_threshold", nms_iou_threshold),
+                             ("cross_class_iou_threshold", cross_class_iou_threshold)):
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{label} must be in [0, 1], got {value}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -182,6 +190,7 @@ class YoloxOnnxDetector:
         self.provider = self._session.get_providers()[0]
         self.conf_threshold = conf_threshold
         self.nms_iou_threshold = nms_iou_threshold
+        self.cross_class_iou_threshold = cross_class_iou_threshold
         self.output_decoded = output_decoded
         self._grid, self._stride = make_grids(self.input_hw)
         log.info("YOLOX %s loaded: input %dx%d, max_batch %d, provider %s", self.name,
@@ -238,6 +247,11 @@ class YoloxOnnxDetector:
                                                  self.conf_threshold, self.nms_iou_threshold),
                          dtype=np.int64).reshape(-1)
         xywh, score, class_id = xywh[idx], score[idx], class_id[idx]
+        if self.cross_class_iou_threshold is not None and len(score) > 1:
+            idx = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), score.tolist(), 0.0,
+                                              self.cross_class_iou_threshold), dtype=np.int64).reshape(-1)
+            idx.sort()
+            xywh, score, class_id = xywh[idx], score[idx], class_id[idx]
         h, w = shape_hw
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)

@@ -184,3 +184,19 @@ def test_coco_names(tmp_path: Path) -> None:
     empty.write_text("\n\n")
     with pytest.raises(ValueError):
         load_class_names(empty)
+
+
+def test_cross_class_duplicates_are_merged(yolox_path) -> None:
+    """One object reported as two classes with near-identical boxes gives one box."""
+    det = YoloxOnnxDetector(yolox_path)
+    rows = np.zeros((det._grid.shape[0], 85), np.float32)  # noqa: SLF001 - synthetic raw output
+    # two anchors next to each other, same box, different classes (car 2, truck 7)
+    for a, cls, s in ((0, 2, 0.9), (1, 7, 0.7)):
+        rows[a, :4] = [-det._grid[a, 0] + 50 / det._stride[a, 0],  # noqa: SLF001
+                       -det._grid[a, 1] + 50 / det._stride[a, 0], np.log(40 / det._stride[a, 0]),  # noqa: SLF001
+                       np.log(30 / det._stride[a, 0])]  # noqa: SLF001
+        rows[a, 4], rows[a, 5 + cls] = 1.0, s
+    out = det._postprocess(rows, 1.0, (416, 416))  # noqa: SLF001
+    assert len(out) == 1 and out.class_id.tolist() == [2]
+    det.cross_class_iou_threshold = None
+    assert len(det._postprocess(rows, 1.0, (416, 416))) == 2  # noqa: SLF001
