@@ -137,7 +137,7 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
-    from baqylau.runner import configured_class_names, rule_class_problems
+    from baqylau.analysis import configured_class_names, rule_class_problems
 
     problems = rule_class_problems(cfg, configured_class_names(cfg))
     if problems:

@@ -1,0 +1,305 @@
+"""Per-camera analysis after detection, shared by the in-process and the multi-process layouts.
+
+:class:`CameraAnalysis` holds one camera's ByteTracker, zone-rule engine and open alerts, and
+turns each (frame, detections) pair into tracks, rule events and alerts. :class:`AlertOutput`
+is where alerts go: the SQLite store, the JSON-lines sink and snapshot JPEGs. The helpers at
+the top build what both layouts need from the configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from alerts import Alert, AlertStore, JsonlSink, make_alert_id, write_snapshot
+from baqylau.config import CameraConfig, Config, ConfigError
+from calibration.zones import Zone
+from detectors.base import Detector
+from detectors.types import Detections
+from detectors.zone_rules import RuleEvent, ZoneRule, ZoneRuleEngine
+from ingest.frame import Frame
+from ingest.source import SourceOptions, is_live_url
+from tracker.bytetrack import ByteTracker
+from tracker.mot import MotWriter
+
+log = logging.getLogger(__name__)
+
+
+def build_detector(cfg: Config) -> Detector:
+    """Create the configured detector, falling back to motion when no model file is found.
+
+    Raises:
+        detectors.base.DetectorError: When ``kind: yolox`` is forced and the model is missing
+            or cannot be loaded.
+    """
+    from detectors.coco import load_class_names
+    from detectors.motion import MotionDetector
+    from detectors.yolox import YoloxOnnxDetector
+
+    dc = cfg.detector
+    model = Path(dc.model_path) if dc.model_path else None
+    if dc.kind == "yolox" or (dc.kind == "auto" and model is not None and model.is_file()):
+        names = load_class_names(dc.classes_path) if dc.classes_path else None
+        return YoloxOnnxDetector(
+            dc.model_path, class_names=names, providers=dc.providers, conf_threshold=dc.conf_threshold,
+            nms_iou_threshold=dc.nms_iou_threshold, intra_op_num_threads=dc.threads,
+        )
+    if dc.kind == "auto":
+        why = f"model file {model} not found" if model else "no detector.model_path configured"
+        log.warning("%s: falling back to the weights-free motion detector (OpenCV MOG2); "
+                    "zone rules run on moving blobs and ignore their class filters", why)
+    return MotionDetector(min_area_px=dc.motion_min_area_px)
+
+
+def configured_class_names(cfg: Config) -> tuple[str, ...] | None:
+    """Class names the configured detector will have, without loading the model.
+
+    Returns:
+        The names from ``detector.classes_path`` or COCO-80 for a YOLOX model; ``None`` when
+        the motion fallback will run (its blobs have no class, so rules ignore class filters).
+
+    Raises:
+        ConfigError: When ``classes_path`` cannot be read.
+    """
+    from detectors.coco import COCO80, load_class_names
+
+    dc = cfg.detector
+    if dc.kind == "motion" or (dc.kind == "auto" and not (dc.model_path and Path(dc.model_path).is_file())):
+        return None
+    if dc.classes_path:
+        try:
+            return tuple(load_class_names(dc.classes_path))
+        except OSError as exc:
+            raise ConfigError("configuration", [f"detector.classes_path: cannot read: {exc}"]) from None
+    return COCO80
+
+
+def rule_class_problems(cfg: Config, class_names: Sequence[str] | None) -> list[str]:
+    """One line per rule class name the detector does not know (``cameras[i].rules[j].classes``).
+
+    Args:
+        cfg: The configuration.
+        class_names: The detector's class names; ``None`` or ``("motion",)`` skips the check.
+    """
+    if class_names is None or tuple(class_names) == ("motion",):
+        return []
+    known = set(class_names)
+    problems = []
+    for ci, cam in enumerate(cfg.cameras):
+        for ri, rule in enumerate(cam.rules):
+            bad = [n for n in rule.classes or [] if n not in known]
+            if bad:
+                problems.append(f"cameras[{ci}].rules[{ri}].classes: unknown class {bad} "
+                                f"(known: {', '.join(list(class_names)[:10])}, ...)")
+    return problems
+
+
+def source_options(cam: CameraConfig) -> SourceOptions:
+    """The ingest options of one configured camera."""
+    return SourceOptions(
+        url=cam.url, decode=cam.decode, analysis_fps=cam.analysis_fps,
+        open_timeout_s=cam.open_timeout_s, read_timeout_s=cam.read_timeout_s,
+        reconnect_initial_s=cam.reconnect_initial_s, reconnect_max_s=cam.reconnect_max_s,
+        rtsp_transport=cam.rtsp_transport, realtime=cam.realtime,
+    )
+
+
+def drops_oldest(cam: CameraConfig) -> bool:
+    """Whether a camera's frame queue drops its oldest frame when full (live or paced sources)
+    rather than blocking its decoder (files: analyse every sampled frame)."""
+    return is_live_url(cam.url) or cam.realtime
+
+
+def source_key(url: str) -> str:
+    """Identity of a source for deterministic alert ids: a file's path, size and mtime; a
+    live stream's URL plus a random token per process start, so ids never collide across
+    restarts."""
+    if not is_live_url(url):
+        try:
+            st = os.stat(url)
+            return f"file:{url}:{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            return f"file:{url}"
+    return f"live:{url}:{uuid.uuid4()}"
+
+
+class AlertOutput:
+    """Where alerts go: SQLite store (WAL; several processes may share it), JSONL sink, snapshots.
+
+    Args:
+        cfg: The configuration (``data_dir``, ``alerts``).
+
+    Raises:
+        alerts.store.AlertStoreError: When the store cannot be opened.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.data_dir = Path(cfg.data_dir)
+        self.snap_dir = self.data_dir / "snapshots"
+        self.store = AlertStore(self.data_dir / "alerts.db")
+        self.sinks = [JsonlSink(self.data_dir / cfg.alerts.jsonl_path)] if cfg.alerts.jsonl_path else []
+
+    def emit(self, event: str, alert: Alert | None) -> None:
+        """Hand an alert event to every sink; a failing sink is logged and never stops analysis."""
+        if alert is None:
+            return
+        for sink in self.sinks:
+            try:
+                sink.emit(event, alert)
+            except Exception as exc:  # noqa: BLE001
+                log.error("sink %s failed on %s: %s", type(sink).__name__, alert.alert_id, exc)
+
+    def close(self) -> None:
+        """Close sinks and the store."""
+        for sink in self.sinks:
+            sink.close()
+        self.store.close()
+
+
+@dataclass
+class CameraCounters:
+    """Per-camera figures for the run summary."""
+
+    frames_analysed: int = 0
+    detections: int = 0
+    alerts: int = 0
+    alerts_new: int = 0
+
+
+class CameraAnalysis:
+    """One camera after detection: ByteTrack, zone rules, alerts.
+
+    Args:
+        cam: The camera's configuration.
+        cfg: The whole configuration (tracker settings, timezone, MOT output).
+        class_names: The detector's class names, indexed by ``class_id``.
+        output: Where alerts go.
+    """
+
+    def __init__(self, cam: CameraConfig, cfg: Config, class_names: Sequence[str], output: AlertOutput) -> None:
+        self.cam = cam
+        self.cfg = cfg
+        self.class_names = tuple(class_names)
+        self.output = output
+        self.zones = {z.id: Zone(z.id, np.asarray(z.points, np.float32), z.units, z.name) for z in cam.zones}
+        motion = self.class_names == ("motion",)
+        known = {n: i for i, n in enumerate(self.class_names)}
+        rules = []
+        for r in cam.rules:
+            window = (r.time_window.start, r.time_window.end) if r.time_window else None
+            ids = None if (r.classes is None or motion) else frozenset(known[n] for n in r.classes)
+            rules.append(ZoneRule(
+                rule_id=r.id, alert_type=r.type, zone=self.zones[r.zone], class_ids=ids,
+                min_duration_s=r.min_duration_s, min_objects=r.min_objects, clear_after_s=r.clear_after_s,
+                time_window=window, timezone=cfg.timezone,
+            ))
+        self.rules = ZoneRuleEngine(cam.id, rules)
+        tc = cfg.tracker
+        extra = {k: v for k, v in (("track_activation_threshold", tc.track_activation_threshold),
+                                   ("minimum_consecutive_frames", tc.minimum_consecutive_frames))
+                 if v is not None}
+        self.tracker = ByteTracker(frame_rate=cam.analysis_fps or 10.0,
+                                   lost_track_buffer_s=tc.lost_track_buffer_s, **extra)
+        self.mot = MotWriter(Path(tc.mot_dir) / f"{cam.id}.txt") if tc.mot_dir else None
+        self.source_key = source_key(cam.url)
+        self.counters = CameraCounters()
+        self.open_alerts: dict[str, str] = {}  # rule_id -> alert_id
+        self.last_frame: Frame | None = None
+
+    def process(self, frame: Frame, dets: Detections) -> None:
+        """Track this frame's detections, run the zone rules and raise or update alerts."""
+        self.counters.frames_analysed += 1
+        self.counters.detections += len(dets)
+        self.last_frame = frame
+        tracked = self.tracker.update(dets, frame.time_s)
+        if self.mot is not None:
+            self.mot.write(frame.frame_index + 1, tracked)
+        for event in self.rules.update(frame, tracked):
+            self._on_event(event)
+
+    def flush(self) -> None:
+        """End every open situation (end of stream or shutdown) and close the MOT file."""
+        for event in self.rules.flush(self.last_frame):
+            self._on_event(event)
+        if self.mot is not None:
+            self.mot.close()
+            self.mot = None
+
+    def _on_event(self, ev: RuleEvent) -> None:
+        if ev.kind == "started":
+            self._create_alert(ev)
+            return
+        alert_id = self.open_alerts.get(ev.rule_id)
+        if alert_id is None:
+            return
+        store = self.output.store
+        if ev.kind == "updated":
+            self.output.emit("alert.updated", store.update(alert_id, track_ids=ev.track_ids, conf=ev.conf))
+        elif ev.kind == "ended":
+            end_utc = datetime.fromtimestamp(ev.end_wall_time_s or time.time(), UTC)
+            self.output.emit("alert.ended", store.update(
+                alert_id, end_time_s=ev.end_time_s, end_utc=end_utc, track_ids=ev.track_ids))
+            self.open_alerts.pop(ev.rule_id, None)
+
+    def _create_alert(self, ev: RuleEvent) -> None:
+        cam = self.cam
+        alert_id = make_alert_id(cam.id, self.source_key, ev.rule_id, ev.start_time_s)
+        self.counters.alerts += 1
+        if self.output.store.get(alert_id) is not None:
+            # the same file analysed again: the stored alert is already complete; stay silent
+            log.info("camera %s: alert %s (%s) already stored by an earlier run", cam.id, alert_id, ev.alert_type)
+            self.open_alerts.pop(ev.rule_id, None)
+            return
+        self.open_alerts[ev.rule_id] = alert_id
+        snapshot = self._snapshot(alert_id, ev)
+        loc = (cam.location.lat, cam.location.lon) if cam.location else None
+        alert = Alert(
+            alert_id=alert_id, type=ev.alert_type, camera_id=cam.id, camera_name=cam.name,
+            zone_id=ev.zone_id, rule_id=ev.rule_id, track_ids=ev.track_ids,
+            start_time_s=ev.start_time_s, end_time_s=None,
+            start_utc=datetime.fromtimestamp(ev.start_wall_time_s, UTC), end_utc=None, conf=ev.conf,
+            snapshot_path=snapshot, location=loc,
+            xyxy=tuple(tuple(float(v) for v in row) for row in ev.xyxy.tolist()),
+            details={"max_dwell_s": round(ev.max_dwell_s, 2),
+                     "classes": sorted({self._name(c) for c in ev.class_id.tolist()})},
+        )
+        if self.output.store.add(alert):
+            self.counters.alerts_new += 1
+            log.info("ALERT %s camera=%s zone=%s tracks=%s t=%.1fs conf=%.2f snapshot=%s", ev.alert_type,
+                     cam.id, ev.zone_id, list(ev.track_ids), ev.start_time_s, ev.conf, snapshot)
+            self.output.emit("alert.created", alert)
+
+    def _name(self, class_id: int) -> str:
+        return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else str(class_id)
+
+    def _snapshot(self, alert_id: str, ev: RuleEvent) -> str | None:
+        if ev.frame is None:
+            return None
+        labels = [f"{self._name(c)} #{t} {p:.2f}"
+                  for c, t, p in zip(ev.class_id.tolist(), ev.box_track_id.tolist(), ev.box_conf.tolist())]
+        when = datetime.fromtimestamp(ev.start_wall_time_s, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        try:
+            return str(write_snapshot(
+                self.output.snap_dir / self.cam.id / f"{alert_id}.jpg", ev.frame.image, ev.xyxy, labels,
+                self.zones[ev.zone_id].polygon_px(ev.frame.resolution_wh),
+                title=f"{self.cam.id} {ev.alert_type} {ev.zone_id} t={ev.start_time_s:.1f}s {when}",
+                jpeg_quality=self.cfg.alerts.snapshot_quality,
+            ))
+        except OSError as exc:
+            log.error("camera %s: snapshot for %s not written: %s", self.cam.id, alert_id, exc)
+            return None
+
+    def summary(self) -> dict[str, int]:
+        """Counters of this camera's analysis (merged with ingest figures by the layouts)."""
+        c = self.counters
+        return {"frames_analysed": c.frames_analysed, "detections": c.detections,
+                "tracks": int(self.tracker.tracks_started), "alerts": c.alerts, "alerts_new": c.alerts_new}
