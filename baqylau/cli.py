@@ -46,11 +46,11 @@ class _StatusLine:
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
 
-    def __call__(self, pipeline) -> None:  # noqa: ANN001 - Pipeline, imported lazily
+    def __call__(self, summary: dict) -> None:
         if not self.enabled:
             return
         parts = []
-        for cid, s in pipeline.summary().items():
+        for cid, s in summary.items():
             parts.append(f"{cid}:{s['state'][:4]} {s['frames_analysed']}f {s['alerts']}a")
         sys.stderr.write("\r\x1b[2K" + " | ".join(parts)[:200])
         sys.stderr.flush()
@@ -90,14 +90,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     # installed before the model loads, so an early Ctrl-C is never lost
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    from baqylau.runner import Pipeline  # heavy imports only when running
+    from baqylau.publish import HealthPublisher  # heavy imports only when running
+    from ingest.limits import raise_open_files_limit
 
-    pipeline = Pipeline(cfg, until_eof=args.until_eof)
+    raise_open_files_limit(sum(1 for c in cfg.cameras if c.enabled))
+
+    if cfg.runtime.decode_workers >= 1:
+        from baqylau.procs import Supervisor
+
+        pipeline = Supervisor(cfg, until_eof=args.until_eof)
+        layout = f"{cfg.runtime.decode_workers} decode worker(s) + inference process"
+    else:
+        from baqylau.runner import Pipeline
+
+        pipeline = Pipeline(cfg, until_eof=args.until_eof)
+        layout = "single process"
     if stop_requested:
         pipeline.stop()
+    publisher = HealthPublisher(cfg)
     status = _StatusLine()
-    summary = pipeline.run(on_tick=status)
-    status.clear()
+
+    def on_tick(p) -> None:  # noqa: ANN001
+        summary = p.summary()
+        publisher.publish(summary, layout)
+        status(summary)
+
+    try:
+        summary = pipeline.run(on_tick=on_tick)
+        publisher.publish(summary, layout)
+    finally:
+        publisher.close()
+        status.clear()
     _print_summary(summary)
     if args.summary_json:
         out = Path(args.summary_json)
@@ -182,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--type", help="only this alert type")
     al.add_argument("--limit", type=_positive_int, help="at most this many (>= 1)")
     al.set_defaults(func=cmd_alerts_list)
+
+    from baqylau.status_cmd import add_status_parser
+
+    add_status_parser(sub)
 
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True)

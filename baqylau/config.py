@@ -214,6 +214,28 @@ class AlertsConfig(_Model):
     snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots.")
 
 
+class RuntimeConfig(_Model):
+    """Process layout, health reporting."""
+
+    decode_workers: int = Field(
+        0, ge=0, le=256,
+        description="0: every camera in one process (decode threads + one analysis loop). N >= 1: N decode "
+                    "worker processes share the cameras and one inference process batches frames from all "
+                    "of them (frames cross in shared memory); a crashed process is restarted.",
+    )
+    slots_per_camera: int = Field(
+        2, ge=1, le=16, description="Shared-memory frames in flight per camera; more adds latency, not speed.")
+    slot_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="A frame whose detections never came back is given up after this, s.")
+    restart_backoff_max_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest wait before restarting a crashed process, s.")
+    status_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often cameras report health (status.json, metrics), s.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics on this port; null = off.")
+    metrics_addr: str = Field("127.0.0.1", description="Address the metrics server binds to.")
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -223,6 +245,7 @@ class Config(_Model):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     defaults: CameraDefaults = Field(default_factory=CameraDefaults)
     cameras: Annotated[list[CameraConfig], Field(min_length=1)]
 

@@ -49,6 +49,7 @@ def camera_summary(reader: CameraReader, queue: FrameQueue, analysis: CameraAnal
         "state": st.state,
         "error": reader.error,
         "last_error": st.last_error,
+        "last_frame_wall_s": analysis.last_frame.wall_time_s if analysis.last_frame else None,
     })
     return out
 

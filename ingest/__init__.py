@@ -2,10 +2,11 @@
 
 from ingest.errors import BaqylauError, ShapeError, SourceError, SourceTimeoutError
 from ingest.frame import Frame
+from ingest.limits import OpenFilesLimitError, raise_open_files_limit
 from ingest.queues import FrameQueue, QueueClosedError
 from ingest.reader import CameraReader
 from ingest.source import (CameraStream, SourceOptions, SourceOptionsError, SourceStats,
-                           is_live_url)
+                           ffmpeg_log_bridge_enabled, is_live_url, to_bgr)
 
 __all__ = [
     "BaqylauError",
@@ -13,6 +14,7 @@ __all__ = [
     "CameraStream",
     "Frame",
     "FrameQueue",
+    "OpenFilesLimitError",
     "QueueClosedError",
     "ShapeError",
     "SourceError",
@@ -20,5 +22,8 @@ __all__ = [
     "SourceOptionsError",
     "SourceStats",
     "SourceTimeoutError",
+    "ffmpeg_log_bridge_enabled",
     "is_live_url",
+    "raise_open_files_limit",
+    "to_bgr",
 ]

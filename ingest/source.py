@@ -4,15 +4,40 @@ A :class:`CameraStream` turns a source URL into an iterator of frames. Files are
 end; live sources (RTSP and friends) are reconnected forever with capped exponential backoff and
 full jitter until :meth:`CameraStream.stop` is called, and never raise out of
 :meth:`CameraStream.frames`.
+
+One mechanism per kind of camera fault:
+
+* **Silence** (a server that accepts and never answers, or freezes mid-stream): the open and every
+  packet read have deadlines (PyAV's interrupt callback). A deadline that passes means *no bytes*:
+  the camera shows ``"stalled"`` (within ``read_timeout_s`` of the last video packet, plus the
+  100 ms FFmpeg polls its interrupt callback at), the connection is dropped and re-opened after a
+  backoff wait. Nothing is yielded while stalled: no frame is repeated or invented.
+* **Bytes but no pictures** (a long GOP joined mid-way, damaged packets): video packets keep the
+  watchdog fed, so the camera shows ``"waiting_for_keyframe"`` and is never reconnected for it.
+* **Failed connects** (refused, timed out, no video stream in the re-read stream list) all go to
+  ``"backoff"``; each connect re-reads the stream list.
+* **Damaged bitstreams**: a packet the decoder rejects, or a frame it had to conceal, is counted
+  per camera and logged at most once per :data:`DECODE_ERROR_LOG_INTERVAL_S`; decoding goes on.
+* **Odd frames**: every frame is converted explicitly to 8-bit BGR at its own size, using its own
+  colour matrix and range (10-bit, full-range, resolution changes).
+* **Time**: see :class:`_Clock` (never backwards downstream, one log line per discontinuity).
+
+FFmpeg logging: PyAV 18 installs a no-op, GIL-free log callback at import
+(``av/logging.py``: ``lib.av_log_set_callback(nolog_callback)``; its docs warn that the Python
+bridge ``set_level(int)`` "doesn't play nicely with multi-threaded workflows" because each FFmpeg
+log line then takes the GIL). This module keeps that default and warns once when someone turned
+the bridge on (see :func:`ffmpeg_log_bridge_enabled`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,6 +46,8 @@ from urllib.parse import urlsplit
 
 import av
 import av.error
+import av.logging
+import numpy as np
 
 from ingest.errors import BaqylauError, SourceError, SourceTimeoutError
 from ingest.frame import Frame
@@ -32,10 +59,15 @@ LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https", "udp", "tcp", "srt"}
 #: Frame duration assumed when the stream states no rate and no two frames were seen yet
 #: (25 fps, the PAL rate most CCTV cameras default to).
 FALLBACK_FRAME_DURATION_S = 1.0 / 25.0
-#: Decode errors are logged at most once per this many seconds per camera (the first always is).
+#: Decode errors and timestamp discontinuities are logged at most once per this many seconds per
+#: camera (the first always is); counters in :class:`SourceStats` count every one.
 DECODE_ERROR_LOG_INTERVAL_S = 10.0
+#: Window of the ``fps_in``/``fps_out`` rate meters, in seconds: longer is smoother but slower to
+#: show a change.
+FPS_WINDOW_S = 5.0
 
-State = Literal["connecting", "streaming", "reconnecting", "ended", "failed", "stopped"]
+State = Literal["connecting", "waiting_for_keyframe", "streaming", "stalled", "backoff",
+                "ended", "failed", "stopped"]
 
 
 class SourceOptionsError(BaqylauError, ValueError):
@@ -71,15 +103,24 @@ class SourceOptions:
         open_timeout_s: Deadline in seconds for opening the source (connect, RTSP handshake,
             stream probing). Also bounds how long :meth:`CameraStream.stop` may wait for an
             open in progress.
-        read_timeout_s: Deadline in seconds for reading one packet; a live camera that sends
-            nothing for this long is reconnected. Also bounds how long :meth:`CameraStream.stop`
-            may wait for a read in progress.
+        read_timeout_s: Deadline in seconds between two video packets (the stall watchdog); a
+            live camera that sends no video for this long is ``"stalled"`` and reconnected.
+            Shorter values notice a frozen camera sooner but must stay above the longest normal
+            gap between packets (a few frame durations). Also bounds how long
+            :meth:`CameraStream.stop` may wait for a read in progress.
         reconnect_initial_s: Smallest wait before reconnecting a live source, in seconds.
         reconnect_max_s: Largest wait before reconnecting, in seconds (the backoff cap).
         rtsp_transport: RTP transport for RTSP: ``"tcp"`` (interleaved; survives NAT and loss,
             the default) or ``"udp"`` (lower latency, drops packets on a lossy network).
         realtime: For files only: pace frames at their ``pts`` rate to simulate a live camera.
             ``False`` (default) decodes as fast as possible. Ignored for live sources.
+        probe_s: Live sources only: most stream time, in seconds, FFmpeg reads at open to learn
+            the streams' parameters (its ``analyzeduration``; FFmpeg's default is 5 s). FFmpeg
+            keeps probing until it has decoded a picture, so on a long-GOP camera joined
+            mid-way a long probe keeps the camera in ``"connecting"`` (and can hit
+            ``open_timeout_s``, a reconnect loop) until the next keyframe; a short one hands over
+            to the decoder, which shows ``"waiting_for_keyframe"`` meanwhile. Too short and an
+            odd stream may open without its parameters (the decoder still finds them in-band).
 
     Raises:
         SourceOptionsError: When a field has an invalid value; the message names the field.
@@ -94,6 +135,7 @@ class SourceOptions:
     reconnect_max_s: float = 30.0
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     realtime: bool = False
+    probe_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.strip():
@@ -105,7 +147,8 @@ class SourceOptions:
             raise SourceOptionsError(
                 f"SourceOptions.analysis_fps: expected None or a finite number > 0, "
                 f"got {self.analysis_fps!r}")
-        for name in ("open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s"):
+        for name in ("open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s",
+                     "probe_s"):
             value = getattr(self, name)
             if not _positive(value):
                 raise SourceOptionsError(
@@ -135,13 +178,33 @@ class SourceStats:
     field is a single reference, so a read is never torn under CPython).
 
     Attributes:
-        state: ``"connecting"``, ``"streaming"``, ``"reconnecting"`` (live source waiting to
-            retry), ``"ended"`` (file decoded to the end), ``"failed"`` (file could not be
-            opened or read) or ``"stopped"`` (:meth:`CameraStream.stop` was called).
+        state: ``"connecting"`` (opening: connect, handshake, stream probing);
+            ``"waiting_for_keyframe"`` (open, video bytes arriving, no picture decoded yet on
+            this connection: a long GOP joined mid-way; never a reason to reconnect);
+            ``"streaming"`` (pictures coming out); ``"stalled"`` (live: a deadline passed with no
+            video bytes, from an open or a read; the stream waits its backoff, then reconnects);
+            ``"backoff"`` (live: waiting to retry after a refused or failed connect, a source
+            without video, or the end of the stream); ``"ended"`` (file decoded to the end);
+            ``"failed"`` (file could not be opened or read) or ``"stopped"``
+            (:meth:`CameraStream.stop` was called).
         frames_decoded: Frames that came out of the decoder, including those sampled away.
         frames_emitted: Frames handed on by :meth:`CameraStream.frames`.
         decode_errors: Packets the decoder rejected (skipped, decoding went on).
+        corrupt_frames: Frames the decoder output but flagged as damaged (error concealment;
+            PyAV ``Frame.is_corrupt``). They are handed on: a concealed picture is still the
+            newest view of the scene.
         reconnects: Connection attempts after the first one (live sources).
+        stalls: Times a deadline passed with no video bytes (open or read).
+        discontinuities: Times the stream's timestamps ran backwards and were re-anchored.
+        bytes_in: Video packet bytes demuxed since start (all connections).
+        last_bytes_wall_s: Wall-clock UTC time (s since the Unix epoch) the latest video packet
+            was demuxed, or ``None`` before the first.
+        last_frame_wall_s: Wall-clock UTC time (s since the Unix epoch) of the latest emitted
+            frame, or ``None`` before the first.
+        fps_in: Decoded frames per second over the last :data:`FPS_WINDOW_S` of wall time;
+            0.0 when not streaming.
+        fps_out: Emitted (sampled) frames per second over the same window; 0.0 when not
+            streaming.
         last_error: One-line description of the latest open/read/decode failure, or ``None``.
     """
 
@@ -149,8 +212,50 @@ class SourceStats:
     frames_decoded: int = 0
     frames_emitted: int = 0
     decode_errors: int = 0
+    corrupt_frames: int = 0
     reconnects: int = 0
+    stalls: int = 0
+    discontinuities: int = 0
+    bytes_in: int = 0
+    last_bytes_wall_s: float | None = None
+    last_frame_wall_s: float | None = None
+    fps_in: float = 0.0
+    fps_out: float = 0.0
     last_error: str | None = None
+
+
+def ffmpeg_log_bridge_enabled() -> bool:
+    """Tell whether PyAV routes FFmpeg log lines through Python logging.
+
+    With the bridge on (``av.logging.set_level(<int>)``) every FFmpeg log line at or above the
+    level, and every ERROR line regardless, takes the GIL in the decoding thread, which
+    serialises the decoders of all cameras of a process on a damaged stream. PyAV 18's default
+    (``set_level(None)``, a no-op C callback) does not.
+
+    Returns:
+        True when the bridge is on.
+    """
+    return av.logging.get_level() is not None
+
+
+class _RateMeter:
+    """Events per second over a sliding window of wall time (monotonic clock)."""
+
+    def __init__(self, window_s: float = FPS_WINDOW_S) -> None:
+        self.window_s = window_s
+        self.times: deque[float] = deque()
+
+    def tick(self, now: float) -> float:
+        """Record one event at ``now`` (monotonic s) and return the current rate in events/s."""
+        times = self.times
+        times.append(now)
+        while now - times[0] > self.window_s:
+            times.popleft()
+        span = now - times[0]
+        return (len(times) - 1) / span if span > 0 else 0.0
+
+    def reset(self) -> None:
+        self.times.clear()
 
 
 def _describe(exc: BaseException) -> str:
@@ -177,6 +282,7 @@ class _Clock:
         self.last_wall_s = 0.0
         self.frame_duration_s = FALLBACK_FRAME_DURATION_S
         self.rebase = False
+        self.discontinuities = 0  # backward jumps within a connection, re-anchored
 
     def new_connection(self, stream: av.video.stream.VideoStream) -> None:
         rate = stream.average_rate or stream.guessed_rate
@@ -196,6 +302,7 @@ class _Clock:
                 self.rebase = False
             t = raw + self.offset_s
             if last is not None and t < last:
+                self.discontinuities += 1
                 self.offset_s += last + self.frame_duration_s - t
                 t = last + self.frame_duration_s
         self.last_time_s, self.last_wall_s = t, wall_s
@@ -229,6 +336,10 @@ class _Sampler:
         return True
 
 
+class _Stall(SourceTimeoutError):
+    """No video bytes within the read deadline (internal: turns into the ``stalled`` state)."""
+
+
 class CameraStream:
     """Decodes one camera's source into :class:`Frame` records.
 
@@ -253,7 +364,9 @@ class CameraStream:
         self._stop = threading.Event()
         self._clock = _Clock()
         self._sampler = _Sampler(options.analysis_fps)
-        self._next_error_log_s = 0.0
+        self._fps_in = _RateMeter()
+        self._fps_out = _RateMeter()
+        self._next_log_s: dict[str, float] = {}
 
     def stop(self) -> None:
         """Ask :meth:`frames` to end; safe to call from any thread, any number of times.
@@ -274,13 +387,20 @@ class CameraStream:
 
         Yields:
             :class:`Frame` records in decode order, ``image`` `(H, W, 3)` uint8 BGR at the
-            stream's own resolution, ``time_s`` never decreasing.
+            frame's own resolution (it may change mid-stream), ``time_s`` never decreasing.
+            Each decoded picture is yielded at most once; nothing is yielded while the source
+            is silent.
 
         Raises:
             SourceError: Files only: the file cannot be opened, has no video stream, or fails
                 while reading (``stats.state`` is then ``"failed"``). Live sources never raise;
                 they reconnect until stopped.
         """
+        if ffmpeg_log_bridge_enabled():
+            self._log_limited("bridge", logging.WARNING,
+                              "camera %r: PyAV routes FFmpeg logs through Python logging "
+                              "(av.logging.set_level(%r)): each FFmpeg log line takes the GIL",
+                              self.camera_id, av.logging.get_level())
         try:
             if self.is_live:
                 yield from self._live_frames()
@@ -288,19 +408,18 @@ class CameraStream:
                 yield from self._file_frames()
         finally:
             if self.stats.state not in ("ended", "failed"):
-                self.stats.state = "stopped"
+                self._set_state("stopped")
 
     # -- files ---------------------------------------------------------------------------------
 
     def _file_frames(self) -> Iterator[Frame]:
-        self.stats.state = "connecting"
+        self._set_state("connecting")
         try:
             container = self._open()
         except SourceError as exc:
             self.stats.state, self.stats.last_error = "failed", str(exc)
             raise
         with container:
-            self.stats.state = "streaming"
             start: tuple[float, float] | None = None  # (monotonic, time_s) of the first frame
             try:
                 for frame in self._decode(container):
@@ -315,21 +434,21 @@ class CameraStream:
                         return
             except (av.error.FFmpegError, OSError) as exc:
                 message = f"camera {self.camera_id!r}: cannot read {self.options.url!r}: {_describe(exc)}"
-                self.stats.state, self.stats.last_error = "failed", message
+                self._set_state("failed")
+                self.stats.last_error = message
                 raise SourceError(message) from None
         if not self._stop.is_set():
-            self.stats.state = "ended"
+            self._set_state("ended")
 
     # -- live sources --------------------------------------------------------------------------
 
     def _live_frames(self) -> Iterator[Frame]:
         attempt = 0
         while not self._stop.is_set():
-            self.stats.state = "connecting" if self.stats.reconnects == 0 and attempt == 0 else "reconnecting"
+            self._set_state("connecting")
             got_frame = False
             try:
                 with self._open() as container:
-                    self.stats.state = "streaming"
                     for frame in self._decode(container):
                         if not got_frame:
                             got_frame, attempt = True, 0  # backoff resets after a good read
@@ -338,17 +457,22 @@ class CameraStream:
                             return
                 if self._stop.is_set():
                     return
-                reason = f"camera {self.camera_id!r}: {self._redacted_url()!r}: stream ended"
+                reason, state = f"{self._where()}: stream ended", "backoff"
+            except SourceTimeoutError as exc:  # a deadline passed with no bytes: open or read
+                reason, state = str(exc), "stalled"
+                self.stats.stalls += 1
             except SourceError as exc:
-                reason = str(exc)
+                reason, state = str(exc), "backoff"
             except Exception as exc:  # noqa: BLE001 - a live camera must never end the pipeline
-                reason = f"camera {self.camera_id!r}: {self._redacted_url()!r}: {_describe(exc)}"
+                reason, state = f"{self._where()}: {_describe(exc)}", "backoff"
             if self._stop.is_set():
                 return
-            self.stats.state, self.stats.last_error = "reconnecting", reason
+            self._set_state(state)
+            self.stats.last_error = reason
             delay_s = self._backoff_s(attempt)
             attempt += 1
-            logger.warning("%s; reconnecting in %.1f s", reason, delay_s)
+            logger.warning("%s%s; reconnecting in %.1f s", reason,
+                           " (stalled)" if state == "stalled" else "", delay_s)
             if self._stop.wait(delay_s):
                 return
             self.stats.reconnects += 1
@@ -365,6 +489,9 @@ class CameraStream:
         ceiling = min(cap, lo * 2.0 ** min(attempt, 62))
         return random.uniform(lo, ceiling)
 
+    def _where(self) -> str:
+        return f"camera {self.camera_id!r}: {self._redacted_url()!r}"
+
     def _redacted_url(self) -> str:
         """The URL with any password replaced, for log lines."""
         parts = urlsplit(self.options.url)
@@ -375,6 +502,22 @@ class CameraStream:
 
     # -- common --------------------------------------------------------------------------------
 
+    def _set_state(self, state: State) -> None:
+        if state != "streaming":
+            self.stats.fps_in = self.stats.fps_out = 0.0
+            self._fps_in.reset()
+            self._fps_out.reset()
+        self.stats.state = state
+
+    def _log_limited(self, key: str, level: int, message: str, *args: object) -> bool:
+        """Log at most once per :data:`DECODE_ERROR_LOG_INTERVAL_S` per ``key``; return whether it did."""
+        now = time.monotonic()
+        if now < self._next_log_s.get(key, 0.0):
+            return False
+        self._next_log_s[key] = now + DECODE_ERROR_LOG_INTERVAL_S
+        logger.log(level, message, *args)
+        return True
+
     def _format_options(self) -> dict[str, str]:
         """FFmpeg demuxer/protocol options for the URL's scheme.
 
@@ -382,16 +525,19 @@ class CameraStream:
         it ``stimeout`` for RTSP), on top of PyAV's interrupt-callback deadlines.
         """
         scheme = urlsplit(self.options.url).scheme.lower()
+        if not self.is_live:
+            return {}
         socket_timeout_us = str(int(self.options.read_timeout_s * 1e6))
+        options = {"analyzeduration": str(int(self.options.probe_s * 1e6))}
         if scheme in ("rtsp", "rtsps"):
             key = "timeout" if av.library_versions["libavformat"][0] >= 59 else "stimeout"
-            return {"rtsp_transport": self.options.rtsp_transport, key: socket_timeout_us}
-        if scheme in ("http", "https"):
-            return {"timeout": socket_timeout_us}
-        return {}
+            options.update({"rtsp_transport": self.options.rtsp_transport, key: socket_timeout_us})
+        elif scheme in ("http", "https"):
+            options["timeout"] = socket_timeout_us
+        return options
 
     def _open(self) -> av.container.InputContainer:
-        """Open the source and check it has a video stream.
+        """Open the source and re-read its stream list; it must have a video stream.
 
         Raises:
             SourceTimeoutError: The open did not finish within ``open_timeout_s``.
@@ -404,12 +550,17 @@ class CameraStream:
             container = av.open(self.options.url, mode="r", options=self._format_options(),
                                 timeout=(self.options.open_timeout_s, self.options.read_timeout_s))
         except (av.error.FFmpegError, OSError) as exc:
-            # The interrupt callback surfaces as ExitError, or as whatever error the demuxer
-            # turns it into (RTSP reports InvalidDataError), so judge a timeout by the clock.
-            if (isinstance(exc, av.error.ExitError)
-                    or time.monotonic() - started_s >= 0.95 * self.options.open_timeout_s):
-                raise SourceTimeoutError(
-                    f"{where}: no answer within {self.options.open_timeout_s:g} s") from None
+            # The interrupt callback surfaces as ExitError, the socket timeout as ETIMEDOUT, or
+            # as whatever error the demuxer turns them into (RTSP reports InvalidDataError), so
+            # judge a timeout by the clock too. The socket timeout (read_timeout_s) may fire
+            # before the open deadline.
+            deadline_s = self.options.open_timeout_s
+            if "timeout" in self._format_options() or "stimeout" in self._format_options():
+                deadline_s = min(deadline_s, self.options.read_timeout_s)
+            if (isinstance(exc, (av.error.ExitError, TimeoutError))
+                    or getattr(exc, "errno", None) == errno.ETIMEDOUT
+                    or time.monotonic() - started_s >= 0.95 * deadline_s):
+                raise SourceTimeoutError(f"{where}: no answer within {deadline_s:g} s") from None
             raise SourceError(f"{where}: {_describe(exc)}") from None
         if not container.streams.video:
             container.close()
@@ -417,13 +568,43 @@ class CameraStream:
         return container
 
     def _decode(self, container: av.container.InputContainer) -> Iterator[Frame]:
-        """Demux and decode the first video stream; count and skip packets that fail to decode."""
+        """Demux and decode the first video stream under the stall watchdog.
+
+        All streams are demuxed so that the watchdog sees the time since the last *video*
+        packet: audio still flowing from a camera whose video froze is a stall too.
+
+        Raises:
+            SourceTimeoutError: No video packet for ``read_timeout_s`` (live sources).
+            av.error.FFmpegError, OSError: The demuxer failed for another reason.
+        """
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if self.options.decode == "keyframes":
             stream.codec_context.skip_frame = "NONKEY"
         self._clock.new_connection(stream)
-        for packet in container.demux(stream):
+        self._set_state("waiting_for_keyframe")
+        read_timeout_s = self.options.read_timeout_s
+        last_video_s = time.monotonic()
+        packets = container.demux()
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except (av.error.FFmpegError, OSError) as exc:
+                if self.is_live and (isinstance(exc, av.error.ExitError)
+                                     or time.monotonic() - last_video_s >= 0.95 * read_timeout_s):
+                    raise self._stall() from None
+                raise
+            now = time.monotonic()
+            if packet.stream.index != stream.index:
+                if self.is_live and now - last_video_s >= read_timeout_s:
+                    raise self._stall()
+                continue
+            if packet.size:
+                last_video_s = now
+                self.stats.bytes_in += packet.size
+                self.stats.last_bytes_wall_s = time.time()
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:
@@ -434,12 +615,33 @@ class CameraStream:
                 if frame is not None:
                     yield frame
 
+    def _stall(self) -> _Stall:
+        return _Stall(f"{self._where()}: no video bytes for "
+                      f"{self.options.read_timeout_s:g} s")
+
     def _to_frame(self, av_frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> Frame | None:
         wall_s = time.time()
+        now = time.monotonic()
         index = self.stats.frames_decoded
         self.stats.frames_decoded += 1
+        if self.stats.state != "streaming":
+            self._set_state("streaming")
+        self.stats.fps_in = self._fps_in.tick(now)
+        if av_frame.is_corrupt:
+            self.stats.corrupt_frames += 1
+            self._log_limited("decode", logging.WARNING,
+                              "camera %r: concealed decode errors in the frame at pts %s "
+                              "(%d corrupt frames, %d decode errors so far)", self.camera_id,
+                              av_frame.pts, self.stats.corrupt_frames, self.stats.decode_errors)
         time_base = av_frame.time_base or stream.time_base
+        jumps = self._clock.discontinuities
         time_s = self._clock.time_s(av_frame.pts, time_base, wall_s)
+        if self._clock.discontinuities != jumps:
+            self.stats.discontinuities += 1
+            self._log_limited("time", logging.WARNING,
+                              "camera %r: timestamps ran backwards at pts %s; stream time carries "
+                              "on from %.3f s (%d discontinuities so far)", self.camera_id,
+                              av_frame.pts, time_s, self.stats.discontinuities)
         if not self._sampler.keep(time_s):
             return None
         frame = Frame(
@@ -449,18 +651,39 @@ class CameraStream:
             time_base=time_base,
             time_s=time_s,
             wall_time_s=wall_s,
-            image=av_frame.to_ndarray(format="bgr24"),
+            image=to_bgr(av_frame),
             is_keyframe=bool(av_frame.key_frame),
         )
         self.stats.frames_emitted += 1
+        self.stats.last_frame_wall_s = wall_s
+        self.stats.fps_out = self._fps_out.tick(now)
         return frame
 
     def _decode_error(self, exc: BaseException, pts: int | None) -> None:
         self.stats.decode_errors += 1
         message = f"camera {self.camera_id!r}: decode error at pts {pts}: {_describe(exc)}"
         self.stats.last_error = message
-        now = time.monotonic()
-        if now >= self._next_error_log_s:
-            self._next_error_log_s = now + DECODE_ERROR_LOG_INTERVAL_S
-            logger.warning("%s (%d decode errors so far; next report in >= %.0f s)",
-                           message, self.stats.decode_errors, DECODE_ERROR_LOG_INTERVAL_S)
+        self._log_limited("decode", logging.WARNING,
+                          "%s (%d decode errors, %d corrupt frames so far; next report in >= %.0f s)",
+                          message, self.stats.decode_errors, self.stats.corrupt_frames,
+                          DECODE_ERROR_LOG_INTERVAL_S)
+
+
+def to_bgr(av_frame: av.VideoFrame) -> np.ndarray:
+    """Convert a decoded picture of any pixel format to 8-bit BGR at its own size.
+
+    PyAV 18 converts with ``sws_scale_frame``, which reads the colour matrix and range from the
+    frame's own metadata (``av/video/reformatter.py``: the source frame's ``colorspace`` is left
+    as decoded, ``color_range`` is only overridden when a range is given); the range is passed
+    explicitly all the same so the intent does not hang on a default. An unspecified matrix falls
+    back to BT.601, as FFmpeg's own ``-pix_fmt rgb24`` does; ``yuvj*`` formats are full range by
+    definition; 10- and 12-bit formats are scaled down to 8 bits by swscale. (``src_colorspace``
+    is not passed: PyAV reads it as an ``SWS_CS_*`` constant, not the frame's ``AVColorSpace``.)
+
+    Args:
+        av_frame: A decoded PyAV video frame (any pixel format, any size).
+
+    Returns:
+        `(H, W, 3)` uint8 BGR array, ``H, W`` the frame's own height and width.
+    """
+    return av_frame.reformat(format="bgr24", src_color_range=av_frame.color_range).to_ndarray()

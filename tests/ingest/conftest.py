@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -77,10 +78,16 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 class RtspServer:
-    """``rtsp_relay.py`` (ffmpeg RTP + an RTSP/TCP relay) in its own process group."""
+    """``rtsp_relay.py`` (ffmpeg RTP + an RTSP/TCP relay) in its own process group.
 
-    def __init__(self, clip: Path) -> None:
+    Args:
+        clip: Clip to loop.
+        audio: Serve the clip's audio only (a source with no video stream).
+    """
+
+    def __init__(self, clip: Path, audio: bool = False) -> None:
         self.clip = clip
+        self.audio = audio
         self.port = free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}/live"
         self.proc: subprocess.Popen | None = None
@@ -88,7 +95,7 @@ class RtspServer:
     def start(self) -> None:
         """Start serving and wait (bounded) until the port accepts connections."""
         self.proc = subprocess.Popen([sys.executable, str(RELAY), "--port", str(self.port),
-                                      "--clip", str(self.clip)],
+                                      "--clip", str(self.clip), *(["--audio"] if self.audio else [])],
                                      stdout=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -103,9 +110,20 @@ class RtspServer:
     def kill(self) -> None:
         """SIGKILL the relay and its ffmpeg."""
         if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)  # a frozen group dies all the same
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self.proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP the relay and its ffmpeg: sockets stay open, no byte is sent."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT the relay and its ffmpeg."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
 
 
 @pytest.fixture
@@ -125,3 +143,55 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.05)
+
+
+def has_encoder(name: str) -> bool:
+    """Whether this ffmpeg was built with encoder ``name`` (libx265 is optional in builds)."""
+    exe = need_tool("ffmpeg")
+    out = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    return any(line.split()[1:2] == [name] for line in out.splitlines() if line.strip())
+
+
+def encode_testsrc(path: Path, *args: str, size: str = "320x240", seconds: float = 2, rate: int = 25,
+            codec: str = "libx264") -> Path:
+    """Encode ``testsrc2`` to ``path`` with ffmpeg; ``args`` are extra output options."""
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}", "-t", str(seconds), "-c:v", codec,
+           "-preset", "ultrafast", *args, str(path))
+    return path
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fault_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Clips for the fault kinds, all made by ffmpeg: damaged, long-GOP, odd formats, no pts."""
+    need_tool("ffmpeg")
+    root = tmp_path_factory.mktemp("faults")
+    out: dict[str, Path] = {}
+    base = encode_testsrc(root / "base.ts", "-g", "25", seconds=6)  # 150 frames, keyframe every 1 s
+    out["base"] = base
+    out["bitflip"] = root / "bitflip.ts"  # ~1 byte in 3000 flipped by the noise bitstream filter
+    ffmpeg("-i", str(base), "-c:v", "copy", "-bsf:v", "noise=amount=3000", str(out["bitflip"]))
+    out["dropped"] = root / "dropped.ts"  # packets dropped at random by the noise filter
+    ffmpeg("-i", str(base), "-c:v", "copy", "-bsf:v", "noise=dropamount=5", str(out["dropped"]))
+    data = bytearray(base.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 65536] = random.Random(7).randbytes(65536)
+    out["garbage"] = write(root / "garbage.ts", bytes(data))
+    whole = base.read_bytes()
+    out["cut_ts"] = write(root / "cut.ts", whole[:len(whole) * 2 // 3 + 101])  # mid-packet
+    faststart = encode_testsrc(root / "faststart.mp4", "-g", "25", "-movflags", "+faststart", seconds=4)
+    whole = faststart.read_bytes()
+    out["cut_mp4"] = write(root / "cut.mp4", whole[:len(whole) * 2 // 3 + 7])
+    # A 60 s GOP (keyframes at 0 s and 60 s), joined a quarter of the way in (TS-packet aligned).
+    long_gop = encode_testsrc(root / "gop60.ts", "-g", "1500", "-keyint_min", "1500", "-sc_threshold", "0",
+                       size="160x120", seconds=64)
+    whole = long_gop.read_bytes()
+    out["gop60_joined"] = write(root / "gop60-joined.ts", whole[len(whole) // 4 // 188 * 188:])
+    # Raw H.264 elementary stream: the demuxer gives no pts at all.
+    out["no_pts"] = encode_testsrc(root / "raw.h264", "-g", "10", "-bsf:v", "h264_mp4toannexb", "-f", "h264",
+                            seconds=2)
+    return out

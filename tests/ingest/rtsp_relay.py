@@ -3,13 +3,15 @@
 FFmpeg 5.1's RTSP *muxer* can only push to a server (``-rtsp_flags listen`` is a demuxer
 option), so a test that needs a camera to *pull* from runs this script as a subprocess::
 
-    python rtsp_relay.py --port 8554 --clip clip.mp4
+    python rtsp_relay.py --port 8554 --clip clip.mp4 [--audio]
 
 It starts ``ffmpeg -re -stream_loop -1 -i clip -c:v copy -f rtp rtp://127.0.0.1:<udp>`` with
 ``-sdp_file``, answers OPTIONS / DESCRIBE (that SDP) / SETUP (TCP interleaved only) / PLAY /
 TEARDOWN on ``rtsp://127.0.0.1:<port>/live`` (RFC 2326), and forwards every RTP datagram to
 each playing client as an interleaved frame (``$``, channel 0, 16-bit length; RFC 2326 10.12).
-Run it in its own session and kill the process group to take ffmpeg down with it.
+With ``--audio`` it serves the clip's audio only (PCMU), a camera that comes back with no video.
+Run it in its own session and kill the process group to take ffmpeg down with it (or
+SIGSTOP/SIGCONT the group to freeze it with its sockets left open).
 """
 
 from __future__ import annotations
@@ -24,17 +26,18 @@ import time
 from pathlib import Path
 
 
-def start_ffmpeg(clip: str, sdp_path: Path) -> tuple[subprocess.Popen, socket.socket]:
+def start_ffmpeg(clip: str, sdp_path: Path, audio: bool) -> tuple[subprocess.Popen, socket.socket]:
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.1", 0))
     rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     port = rtp.getsockname()[1]
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i", clip, "-an",
-           "-c:v", "copy", "-f", "rtp", "-payload_type", "96",
-           f"rtp://127.0.0.1:{port}?pkt_size=1200", "-sdp_file", str(sdp_path)]
+    media = (["-vn", "-c:a", "pcm_mulaw", "-ar", "8000", "-ac", "1"] if audio
+             else ["-an", "-c:v", "copy", "-payload_type", "96"])
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i", clip, *media,
+           "-f", "rtp", f"rtp://127.0.0.1:{port}?pkt_size=1200", "-sdp_file", str(sdp_path)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
-    while not (sdp_path.exists() and "m=video" in sdp_path.read_text()):
+    while not (sdp_path.exists() and "m=" in sdp_path.read_text()):
         if time.monotonic() > deadline or proc.poll() is not None:
             sys.exit("rtsp_relay: ffmpeg did not write an SDP")
         time.sleep(0.05)
@@ -44,7 +47,7 @@ def start_ffmpeg(clip: str, sdp_path: Path) -> tuple[subprocess.Popen, socket.so
 class Relay:
     def __init__(self, sdp: str, rtp: socket.socket) -> None:
         lines = [ln for ln in sdp.splitlines() if ln and not ln.startswith("a=control")]
-        media = next(i for i, ln in enumerate(lines) if ln.startswith("m=video"))
+        media = next(i for i, ln in enumerate(lines) if ln.startswith("m="))
         lines.insert(media, "a=control:*")
         lines.append("a=control:trackID=0")
         self.sdp = "\r\n".join(lines) + "\r\n"
@@ -121,9 +124,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--clip", required=True)
+    parser.add_argument("--audio", action="store_true", help="serve the clip's audio only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, rtp = start_ffmpeg(args.clip, Path(tmp) / "stream.sdp")
+        proc, rtp = start_ffmpeg(args.clip, Path(tmp) / "stream.sdp", args.audio)
         relay = Relay((Path(tmp) / "stream.sdp").read_text(), rtp)
         threading.Thread(target=relay.forward, daemon=True).start()
         server = socket.socket()

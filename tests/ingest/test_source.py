@@ -179,6 +179,7 @@ def test_is_live_url(url: str, live: bool) -> None:
     ({"reconnect_initial_s": 5, "reconnect_max_s": 1}, "reconnect_max_s"),
     ({"rtsp_transport": "http"}, "rtsp_transport"),
     ({"realtime": "yes"}, "realtime"),
+    ({"probe_s": 0}, "probe_s"),
 ])
 def test_source_options_are_checked(kwargs: dict, field: str) -> None:
     kwargs = {"url": "rtsp://cam/x", **kwargs}
