@@ -108,7 +108,7 @@ def source_options(cam: CameraConfig) -> SourceOptions:
         url=cam.url, decode=cam.decode, analysis_fps=cam.analysis_fps,
         open_timeout_s=cam.open_timeout_s, read_timeout_s=cam.read_timeout_s,
         reconnect_initial_s=cam.reconnect_initial_s, reconnect_max_s=cam.reconnect_max_s,
-        rtsp_transport=cam.rtsp_transport, realtime=cam.realtime,
+        rtsp_transport=cam.rtsp_transport, realtime=cam.realtime, hwaccel=cam.hwaccel,
     )
 
 

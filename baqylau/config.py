@@ -128,6 +128,8 @@ class CameraSettings(_Model):
     rtsp_transport: Literal["tcp", "udp"] = Field(
         "tcp", description="RTP transport for RTSP: tcp (interleaved, default) or udp.")
     realtime: bool = Field(False, description="Pace a file at its own frame rate, like a live camera.")
+    hwaccel: Literal["cuda", "vaapi", "qsv", "videotoolbox", "d3d11va", "drm"] | None = Field(
+        None, description="FFmpeg hardware decoding (cuda = NVDEC); falls back to software with a warning.")
     queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered between decode and analysis.")
 
     @model_validator(mode="after")

@@ -70,6 +70,29 @@ State = Literal["connecting", "waiting_for_keyframe", "streaming", "stalled", "b
                 "ended", "failed", "stopped"]
 
 
+#: Hardware device types that failed to open in this process; not tried again.
+_HWACCEL_FAILED: set[str] = set()
+
+
+def _hwaccel(device_type: str | None) -> object | None:
+    """A PyAV ``HWAccel`` for ``device_type``, or ``None`` for software decoding (none asked,
+    not built into this FFmpeg, or failed before in this process)."""
+    if device_type is None or device_type in _HWACCEL_FAILED:
+        return None
+    try:
+        from av.codec.hwaccel import HWAccel, hwdevices_available
+    except ImportError:  # PyAV < 14
+        _HWACCEL_FAILED.add(device_type)
+        logger.warning("hardware decoding %r needs PyAV >= 14; decoding in software", device_type)
+        return None
+    if device_type not in hwdevices_available():
+        _HWACCEL_FAILED.add(device_type)
+        logger.warning("hardware decoding %r is not built into this FFmpeg (available: %s); decoding in software",
+                       device_type, ", ".join(hwdevices_available()) or "none")
+        return None
+    return HWAccel(device_type, allow_software_fallback=True)
+
+
 class SourceOptionsError(BaqylauError, ValueError):
     """A :class:`SourceOptions` field has an invalid value."""
 
@@ -121,6 +144,10 @@ class SourceOptions:
             ``open_timeout_s``, a reconnect loop) until the next keyframe; a short one hands over
             to the decoder, which shows ``"waiting_for_keyframe"`` meanwhile. Too short and an
             odd stream may open without its parameters (the decoder still finds them in-band).
+        hwaccel: FFmpeg hardware decoding device type (``"cuda"`` for NVDEC, ``"vaapi"``,
+            ``"qsv"``, ...; PyAV ``HWAccel``), frames downloaded to system memory; ``None``
+            decodes in software. Where the device cannot be opened the camera logs one warning
+            and decodes in software.
 
     Raises:
         SourceOptionsError: When a field has an invalid value; the message names the field.
@@ -136,6 +163,7 @@ class SourceOptions:
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     realtime: bool = False
     probe_s: float = 1.0
+    hwaccel: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.strip():
@@ -157,6 +185,9 @@ class SourceOptions:
             raise SourceOptionsError(
                 f"SourceOptions.reconnect_max_s ({self.reconnect_max_s}) must be >= "
                 f"reconnect_initial_s ({self.reconnect_initial_s})")
+        if self.hwaccel is not None and (not isinstance(self.hwaccel, str) or not self.hwaccel.isidentifier()):
+            raise SourceOptionsError(f"SourceOptions.hwaccel: expected None or a device type name such as "
+                                     f"'cuda', got {self.hwaccel!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise SourceOptionsError(
                 f"SourceOptions.rtsp_transport: expected 'tcp' or 'udp', got {self.rtsp_transport!r}")
@@ -546,9 +577,21 @@ class CameraStream:
         """
         where = f"camera {self.camera_id!r}: cannot open {self._redacted_url()!r}"
         started_s = time.monotonic()
+        hw = _hwaccel(self.options.hwaccel)
         try:
-            container = av.open(self.options.url, mode="r", options=self._format_options(),
-                                timeout=(self.options.open_timeout_s, self.options.read_timeout_s))
+            try:
+                container = av.open(self.options.url, mode="r", options=self._format_options(),
+                                    timeout=(self.options.open_timeout_s, self.options.read_timeout_s),
+                                    **({"hwaccel": hw} if hw is not None else {}))
+            except (av.error.FFmpegError, OSError) as hw_exc:
+                if hw is None:
+                    raise
+                # Was it the device? Open in software: if that works, the device is unusable here.
+                container = av.open(self.options.url, mode="r", options=self._format_options(),
+                                    timeout=(self.options.open_timeout_s, self.options.read_timeout_s))
+                _HWACCEL_FAILED.add(self.options.hwaccel)
+                logger.warning("camera %r: hardware decoding %r is not usable here (%s); decoding in software",
+                               self.camera_id, self.options.hwaccel, _describe(hw_exc))
         except (av.error.FFmpegError, OSError) as exc:
             # The interrupt callback surfaces as ExitError, the socket timeout as ETIMEDOUT, or
             # as whatever error the demuxer turns them into (RTSP reports InvalidDataError), so

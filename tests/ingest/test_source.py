@@ -200,3 +200,19 @@ def test_clock_extrapolates_missing_pts() -> None:
     assert clock.time_s(0, tb, 0.0) == 0.0
     assert clock.time_s(None, tb, 0.1) == pytest.approx(0.04)  # fallback 25 fps
     assert clock.time_s(None, None, 0.2) == pytest.approx(0.08)
+
+
+def test_hwaccel_falls_back_to_software_without_a_gpu(caplog):
+    """No GPU here (CI never has one): asking for NVDEC must decode in software, with a warning."""
+    import logging
+
+    from ingest.source import CameraStream, SourceOptions
+    from tests.conftest import VIDEOS, need
+
+    clip = need(VIDEOS / "intel-sample-videos" / "car-detection.mp4")
+    caplog.set_level(logging.WARNING, logger="ingest.source")
+    stream = CameraStream("hw", SourceOptions(url=str(clip), hwaccel="cuda"))
+    frames = [f for _, f in zip(range(20), stream.frames())]
+    stream.stop()
+    assert len(frames) == 20 and frames[0].image.shape == (432, 768, 3)
+    assert any("hardware decoding 'cuda'" in r.getMessage() for r in caplog.records)
