@@ -102,13 +102,23 @@ def rule_class_problems(cfg: Config, class_names: Sequence[str] | None) -> list[
     return problems
 
 
-def source_options(cam: CameraConfig) -> SourceOptions:
-    """The ingest options of one configured camera."""
+def source_options(cam: CameraConfig, cameras_in_process: int = 1) -> SourceOptions:
+    """The ingest options of one configured camera.
+
+    Args:
+        cam: The camera.
+        cameras_in_process: How many cameras the same process decodes; with at least one per
+            core, ``decoder_threads: null`` means one decoder thread per camera.
+    """
+    threads = cam.decoder_threads
+    if threads is None:
+        threads = 1 if cameras_in_process >= (os.cpu_count() or 1) else 0
     return SourceOptions(
         url=cam.url, decode=cam.decode, analysis_fps=cam.analysis_fps,
         open_timeout_s=cam.open_timeout_s, read_timeout_s=cam.read_timeout_s,
         reconnect_initial_s=cam.reconnect_initial_s, reconnect_max_s=cam.reconnect_max_s,
         rtsp_transport=cam.rtsp_transport, realtime=cam.realtime, hwaccel=cam.hwaccel,
+        decoder_threads=threads,
     )
 
 

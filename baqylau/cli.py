@@ -91,9 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     from baqylau.publish import HealthPublisher  # heavy imports only when running
-    from ingest.limits import raise_open_files_limit
+    from ingest.limits import raise_open_files_limit, tune_malloc_for_frames
 
     raise_open_files_limit(sum(1 for c in cfg.cameras if c.enabled))
+    tune_malloc_for_frames()
 
     if cfg.runtime.decode_workers >= 1:
         from baqylau.procs import Supervisor

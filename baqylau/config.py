@@ -131,6 +131,10 @@ class CameraSettings(_Model):
     hwaccel: Literal["cuda", "vaapi", "qsv", "videotoolbox", "d3d11va", "drm"] | None = Field(
         None, description="FFmpeg hardware decoding (cuda = NVDEC); falls back to software with a warning.")
     queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered between decode and analysis.")
+    decoder_threads: int | None = Field(
+        None, ge=0, le=64,
+        description="FFmpeg decoder threads; 0 = FFmpeg's choice; null = 1 when a process decodes at least as "
+                    "many cameras as there are cores, else FFmpeg's choice.")
 
     @model_validator(mode="after")
     def _backoff_order(self) -> CameraSettings:

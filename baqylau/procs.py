@@ -44,6 +44,7 @@ from baqylau.config import Config, ConfigError
 from baqylau.runner import camera_summary
 from ingest.errors import BaqylauError
 from ingest.frame import Frame
+from ingest.limits import tune_malloc_for_frames
 from ingest.queues import FrameQueue
 from ingest.reader import CameraReader
 from ingest.shm import FrameHandle, FrameSlots, SlotError, SlotReader
@@ -61,6 +62,8 @@ class SupervisorError(BaqylauError, RuntimeError):
 
 
 def _child_logging(level: str) -> None:
+    """Set up a child process: logging, malloc tuned for frames, SIGINT left to the supervisor."""
+    tune_malloc_for_frames()
     logging.basicConfig(level=getattr(logging, level), format=LOG_FORMAT, datefmt="%H:%M:%S")
     logging.getLogger("libav").setLevel(logging.ERROR)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us through an Event
@@ -225,7 +228,7 @@ def worker_main(name: str, cfg: Config, camera_ids: list[str], class_names: list
     output = AlertOutput(cfg)
     slots = FrameSlots(name, list(cams), cfg.runtime.slots_per_camera, f"{run_id}{os.getpid() % 100000}")
     queues = {cid: FrameQueue(c.queue_size, drop_oldest=drops_oldest(c)) for cid, c in cams.items()}
-    readers = {cid: CameraReader(cid, source_options(c), queues[cid]) for cid, c in cams.items()}
+    readers = {cid: CameraReader(cid, source_options(c, len(cams)), queues[cid]) for cid, c in cams.items()}
     analyses = {cid: CameraAnalysis(c, cfg, class_names, output) for cid, c in cams.items()}
     published: dict[int, FrameHandle] = {}
     given_up = dict.fromkeys(cams, 0)

@@ -88,12 +88,12 @@ class Pipeline:
                  self.detector.max_batch)
         self.output = AlertOutput(cfg)
         self.cameras: dict[str, CameraRuntime] = {}
-        for cam in cfg.cameras:
-            if cam.enabled:
-                queue = FrameQueue(cam.queue_size, drop_oldest=drops_oldest(cam))
-                self.cameras[cam.id] = CameraRuntime(
-                    cam, CameraReader(cam.id, source_options(cam), queue), queue,
-                    CameraAnalysis(cam, cfg, self.detector.class_names, self.output))
+        enabled = [c for c in cfg.cameras if c.enabled]
+        for cam in enabled:
+            queue = FrameQueue(cam.queue_size, drop_oldest=drops_oldest(cam))
+            self.cameras[cam.id] = CameraRuntime(
+                cam, CameraReader(cam.id, source_options(cam, len(enabled)), queue), queue,
+                CameraAnalysis(cam, cfg, self.detector.class_names, self.output))
         self.started_s = time.monotonic()
         self.finished_s: float | None = None
 

@@ -617,6 +617,10 @@ def main() -> int:
     result: dict = {"mode": "quick" if args.quick else "full", "date": time.strftime("%Y-%m-%d"),
                     "machine": machine_info(cpu)}
     result["machine"]["loadavg_1min_start"] = os.getloadavg()[0]
+    # as `baqylau run` and its decode workers do at start (ingest.limits.tune_malloc_for_frames)
+    from ingest.limits import tune_malloc_for_frames
+
+    result["machine"]["malloc_tuned_for_frames"] = tune_malloc_for_frames()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp_name:
         tmp = Path(tmp_name)
         log.info("encoding clips")

@@ -148,6 +148,10 @@ class SourceOptions:
             ``"qsv"``, ...; PyAV ``HWAccel``), frames downloaded to system memory; ``None``
             decodes in software. Where the device cannot be opened the camera logs one warning
             and decodes in software.
+        decoder_threads: FFmpeg decoder threads for this camera; 0 lets FFmpeg choose (frame
+            and slice threads, about one per core: lowest latency for a few cameras). With as
+            many cameras as cores, 1 decodes as many frames per CPU second without the extra
+            threads and their hand-over latency (``benchmarks/ingest.py``).
 
     Raises:
         SourceOptionsError: When a field has an invalid value; the message names the field.
@@ -164,6 +168,7 @@ class SourceOptions:
     realtime: bool = False
     probe_s: float = 1.0
     hwaccel: str | None = None
+    decoder_threads: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.strip():
@@ -185,6 +190,10 @@ class SourceOptions:
             raise SourceOptionsError(
                 f"SourceOptions.reconnect_max_s ({self.reconnect_max_s}) must be >= "
                 f"reconnect_initial_s ({self.reconnect_initial_s})")
+        if isinstance(self.decoder_threads, bool) or not isinstance(self.decoder_threads, int) \
+                or not 0 <= self.decoder_threads <= 64:
+            raise SourceOptionsError(f"SourceOptions.decoder_threads: expected an int in 0..64, "
+                                     f"got {self.decoder_threads!r}")
         if self.hwaccel is not None and (not isinstance(self.hwaccel, str) or not self.hwaccel.isidentifier()):
             raise SourceOptionsError(f"SourceOptions.hwaccel: expected None or a device type name such as "
                                      f"'cuda', got {self.hwaccel!r}")
@@ -621,7 +630,10 @@ class CameraStream:
             av.error.FFmpegError, OSError: The demuxer failed for another reason.
         """
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if self.options.decoder_threads == 0:
+            stream.thread_type = "AUTO"
+        else:
+            stream.codec_context.thread_count = self.options.decoder_threads
         if self.options.decode == "keyframes":
             stream.codec_context.skip_frame = "NONKEY"
         self._clock.new_connection(stream)

@@ -122,3 +122,27 @@ def test_too_many_cameras_is_a_clear_error() -> None:
 def test_limit_arguments_are_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         raise_open_files_limit(**kwargs)
+
+
+def test_malloc_tuning_keeps_frame_buffers_in_the_heap():
+    """On glibc the setting applies; decoding a clip afterwards faults in far fewer pages."""
+    import platform
+
+    from ingest.limits import tune_malloc_for_frames
+
+    applied = tune_malloc_for_frames()
+    if platform.libc_ver()[0] == "glibc":
+        assert applied is True
+
+
+def test_one_decoder_thread_gives_the_same_frames(clips):
+    import numpy as np
+
+    from ingest.source import CameraStream, SourceOptions
+
+    def decode(threads: int) -> list:
+        return [f for f in CameraStream("t", SourceOptions(url=str(clips["h264"]), decoder_threads=threads)).frames()]
+
+    auto, one = decode(0), decode(1)
+    assert len(auto) == len(one) > 0
+    assert all(np.array_equal(a.image, b.image) and a.pts == b.pts for a, b in zip(auto, one))
