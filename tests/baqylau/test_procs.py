@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODELS, REPO, VIDEOS, free_port, need
+from tests.conftest import MODELS, REPO, VIDEOS, free_port, need, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -89,15 +89,6 @@ def _analysed(cfg: Path, cid: str) -> int:
     return int(_status(cfg).get("cameras", {}).get(cid, {}).get("frames_analysed", 0))
 
 
-def wait_for(pred, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def test_crashed_worker_and_inference_are_restarted_and_health_is_published(tmp_path):
     port = free_port()
     cfg = two_camera_config(tmp_path, 2, extra=f", metrics_port: {port}, restart_backoff_max_s: 1",
@@ -108,7 +99,7 @@ def test_crashed_worker_and_inference_are_restarted_and_health_is_published(tmp_
                                 stdout=subprocess.DEVNULL, stderr=fh)
     try:
         pids = _pids(err)
-        wait_for(lambda: _analysed(cfg, "hall") > 5 and _analysed(cfg, "lot") > 5, 60, "both cameras analysed")
+        wait_until(lambda: _analysed(cfg, "hall") > 5 and _analysed(cfg, "lot") > 5, 60, "both cameras analysed")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert 'baqylau_camera_up{camera="hall"} 1.0' in metrics
         assert 'baqylau_camera_frames_analysed_total{camera="lot"}' in metrics
@@ -118,16 +109,16 @@ def test_crashed_worker_and_inference_are_restarted_and_health_is_published(tmp_
         other = "lot"
         before_other = _analysed(cfg, other)
         os.kill(pids[hall_worker], signal.SIGKILL)
-        wait_for(lambda: f"{hall_worker} exited with status -9" in err.read_text(), 30, "the crash to be noticed")
-        wait_for(lambda: _analysed(cfg, other) > before_other + 5, 30, "the other camera to keep going")
-        wait_for(lambda: err.read_text().count(f"started {hall_worker}") >= 2, 30, "the worker restart")
-        wait_for(lambda: _status(cfg)["cameras"]["hall"]["state"] == "streaming", 60, "hall streaming again")
+        wait_until(lambda: f"{hall_worker} exited with status -9" in err.read_text(), 30, "the crash to be noticed")
+        wait_until(lambda: _analysed(cfg, other) > before_other + 5, 30, "the other camera to keep going")
+        wait_until(lambda: err.read_text().count(f"started {hall_worker}") >= 2, 30, "the worker restart")
+        wait_until(lambda: _status(cfg)["cameras"]["hall"]["state"] == "streaming", 60, "hall streaming again")
 
         # kill -9 the inference process: restarted, frames in flight are given up, analysis resumes
         os.kill(pids["inference"], signal.SIGKILL)
-        wait_for(lambda: err.read_text().count("started inference") >= 2, 30, "the inference restart")
+        wait_until(lambda: err.read_text().count("started inference") >= 2, 30, "the inference restart")
         after = _analysed(cfg, "lot")
-        wait_for(lambda: _analysed(cfg, "lot") > after + 5, 60, "analysis after the inference restart")
+        wait_until(lambda: _analysed(cfg, "lot") > after + 5, 60, "analysis after the inference restart")
 
         table = cli("status", "--config", str(cfg), timeout=60)
         assert table.returncode == 0 and "hall" in table.stdout and "streaming" in table.stdout

@@ -11,16 +11,7 @@ from baqylau.config import Config
 from baqylau.runner import Pipeline
 from detectors.motion import MotionDetector
 from tests.ingest.conftest import RtspServer, clips  # noqa: F401  (fixture)
-from tests.conftest import need_tool
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+from tests.conftest import need_tool, wait_until
 
 
 def test_pipeline_reconnects_after_rtsp_server_restart(tmp_path, clips):  # noqa: F811
@@ -40,14 +31,14 @@ def test_pipeline_reconnects_after_rtsp_server_restart(tmp_path, clips):  # noqa
     runner.start()
     try:
         analysed = lambda: pipe.summary()["live"]["frames_analysed"]  # noqa: E731
-        wait_for(lambda: analysed() >= 10, 30, "first frames over RTSP")
+        wait_until(lambda: analysed() >= 10, 30, "first frames over RTSP")
         server.kill()
-        wait_for(lambda: pipe.summary()["live"]["state"] in ("backoff", "stalled", "connecting"), 15,
+        wait_until(lambda: pipe.summary()["live"]["state"] in ("backoff", "stalled", "connecting"), 15,
                  "the camera to notice the dead server")
         before = analysed()
         time.sleep(1.0)
         server.start()
-        wait_for(lambda: analysed() >= before + 10, 40, "frames after the server came back")
+        wait_until(lambda: analysed() >= before + 10, 40, "frames after the server came back")
     finally:
         pipe.stop()
         runner.join(20)

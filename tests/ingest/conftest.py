@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, need_tool
+from tests.conftest import free_port, need_tool, wait_until  # noqa: F401 (re-exported)
 
 RELAY = Path(__file__).with_name("rtsp_relay.py")
 
@@ -134,15 +134,6 @@ def rtsp_server(clips: dict[str, Path]) -> Iterator[RtspServer]:
         yield server
     finally:
         server.kill()
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``predicate`` every 50 ms; fail with ``what`` when it is not true within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def has_encoder(name: str) -> bool:
