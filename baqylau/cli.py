@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -235,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `baqylau status --watch 2 | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python's exit flush quiet
+        return 0
 
 
 if __name__ == "__main__":

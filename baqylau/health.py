@@ -52,7 +52,7 @@ STATES = REPORTED_STATES + ("unknown",)
 STATUS_FILENAME = "status.json"
 
 _INT_FIELDS = ("frames_decoded", "frames_analysed", "decode_errors", "dropped_frames", "reconnects",
-               "detections", "tracks", "alerts")
+               "detections", "tracks", "alerts", "process_restarts")
 _FLOAT_FIELDS = ("fps_in", "fps_out")
 _RESERVED_KEYS = ("updated_utc", "pid", "cameras")
 
@@ -127,6 +127,8 @@ class CameraHealth:
         tracks: Tracks started since start.
         alerts: Alerts raised since start.
         updated_utc: When the reporter made this record (ISO 8601, ``Z``).
+        process_restarts: Times the process decoding this camera crashed and was restarted
+            (multi-process layout); its counters carry on from before the crash.
 
     Raises:
         ValueError: For an empty ``camera_id``, an unknown ``state``, a negative, non-finite
@@ -150,6 +152,7 @@ class CameraHealth:
     tracks: int
     alerts: int
     updated_utc: str
+    process_restarts: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.camera_id, str) or not self.camera_id:
@@ -187,7 +190,8 @@ class CameraHealth:
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a mapping, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+        optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        missing, unknown = sorted(names - set(data) - optional), sorted(set(data) - names)
         if missing or unknown:
             raise ValueError(f"camera health record: missing keys {missing}, unknown keys {unknown}")
         return cls(**data)
@@ -309,6 +313,7 @@ class _HealthCollector(Collector):
                 ("dropped_frames", "dropped_frames", "Frames dropped by back-pressure (oldest first)."),
                 ("reconnects", "reconnects", "Reconnect attempts."),
                 ("alerts", "alerts", "Alerts raised."),
+                ("process_restarts", "process_restarts", "Restarts of the process decoding the camera."),
             )
         }
         for cid, h in snap.items():

@@ -219,14 +219,15 @@ def worker_main(name: str, cfg: Config, camera_ids: list[str], class_names: list
         control_conn: Pipe to the supervisor: ``health`` (per camera, every status interval),
             ``finished`` (all this worker's finite sources are done) and ``summary`` (at exit)
             out, ``stop`` in.
-        until_eof: Report when every file source of this worker is done.
+        until_eof: Whether the run ends with the files (kept for symmetry; workers always
+            report when their file sources are done).
         run_id: Token unique to this run, for shared-memory block names.
     """
     _child_logging(cfg.log_level)
     control = _Control(control_conn)
     cams = {c.id: c for c in cfg.cameras if c.id in camera_ids}
     output = AlertOutput(cfg)
-    slots = FrameSlots(name, list(cams), cfg.runtime.slots_per_camera, f"{run_id}{os.getpid() % 100000}")
+    slots = FrameSlots(name, list(cams), cfg.runtime.slots_per_camera, _slot_run_id(run_id, os.getpid()))
     queues = {cid: FrameQueue(c.queue_size, drop_oldest=drops_oldest(c)) for cid, c in cams.items()}
     readers = {cid: CameraReader(cid, source_options(c, len(cams)), queues[cid]) for cid, c in cams.items()}
     analyses = {cid: CameraAnalysis(c, cfg, class_names, output) for cid, c in cams.items()}
@@ -329,7 +330,7 @@ def worker_main(name: str, cfg: Config, camera_ids: list[str], class_names: list
                 next_report = now + cfg.runtime.status_interval_s
                 control.send({"type": "health", "worker": name, "cameras": summaries()})
             finite = [c for c in cams if not is_live_url(cams[c].url)]
-            if until_eof and finite and not said_finished and all(
+            if finite and not said_finished and all(
                     readers[c].done and queues[c].qsize() == 0 and not slots.in_flight(c) for c in finite):
                 said_finished = True
                 control.send({"type": "finished", "worker": name, "cameras": finite})
@@ -349,6 +350,34 @@ def worker_main(name: str, cfg: Config, camera_ids: list[str], class_names: list
             link[0].close()
         output.close()
         slots.close()
+
+
+def _slot_run_id(run_id: str, pid: int) -> str:
+    """The token in a worker's shared-memory block names (``bq<token>_<worker>_<slot>_<gen>``)."""
+    return f"{run_id}{pid}"
+
+
+def _unlink_blocks(prefix: str) -> int:
+    """Unlink the shared-memory blocks whose names start with ``prefix`` (a dead worker's), so
+    a crash never leaks frame memory until shutdown. Linux (``/dev/shm``) only; returns how many."""
+    from multiprocessing import shared_memory
+
+    try:
+        names = [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    except OSError:
+        return 0
+    for name in names:
+        with contextlib.suppress(OSError):
+            block = shared_memory.SharedMemory(name=name, create=False)
+            block.close()
+            block.unlink()
+    return len(names)
+
+
+#: Per-camera counters that a restarted worker starts again from 0; the supervisor adds the
+#: dead process's last figures so that the reported counters never go backwards.
+_COUNTERS = ("frames_decoded", "frames_analysed", "detections", "tracks", "alerts", "alerts_new",
+             "decode_errors", "dropped_frames", "reconnects")
 
 
 # ----------------------------------------------------------------------------- supervisor
@@ -385,6 +414,8 @@ class Supervisor:
                                         for w, ids in self.assignment.items() for c in cams if c.id in ids}
         self.finished: set[str] = set()
         self.finite = {c.id for c in cams if not is_live_url(c.url)}
+        self.carry: dict[str, dict[str, int]] = {cid: dict.fromkeys(_COUNTERS, 0) for cid in self.latest}
+        self.process_restarts: dict[str, int] = dict.fromkeys(self.latest, 0)
         self.class_names: list[str] | None = None
         self._stop_requested = False
 
@@ -427,8 +458,17 @@ class Supervisor:
                 log.error("%s exited with status %s; restarting in %.1f s (restart #%d)", name, proc.exitcode,
                           delay, self.restarts[name])
                 self.restart_at[name] = now + delay
-                for cid in self.assignment.get(name, []):
-                    self.latest[cid] = {**self.latest[cid], "state": "connecting"}
+                if name in self.assignment:
+                    freed = _unlink_blocks(f"bq{_slot_run_id(self.run_id, proc.pid)}_{name}_")
+                    if freed:
+                        log.info("freed %d shared-memory block(s) of the dead %s", freed, name)
+                    for cid in self.assignment[name]:
+                        # the restarted worker counts from 0 again: keep what the dead one reported
+                        self.carry[cid] = {k: int(self.latest[cid].get(k) or 0) for k in _COUNTERS}
+                        self.process_restarts[cid] += 1
+                        self.latest[cid] = {**self.latest[cid], "state": "connecting",
+                                            "process_restarts": self.process_restarts[cid]}
+                        self.finished.discard(cid)  # a file camera starts again from its beginning
             elif now >= self.restart_at[name]:
                 del self.restart_at[name]
                 self._start(name)
@@ -455,7 +495,12 @@ class Supervisor:
             self.class_names = ev["class_names"]
             log.info("detector %s on %s (batch up to %d)", ev["detector"], ev["provider"], ev["max_batch"])
         elif kind in ("health", "summary"):
-            self.latest.update(ev["cameras"])
+            for cid, fig in ev["cameras"].items():
+                fig = dict(fig)
+                for k in _COUNTERS:
+                    fig[k] = int(fig.get(k) or 0) + self.carry[cid][k]
+                fig["process_restarts"] = self.process_restarts[cid]
+                self.latest[cid] = fig
         elif kind == "finished":
             self.finished.update(ev["cameras"])
 
@@ -483,12 +528,18 @@ class Supervisor:
                 if not self._stop_requested:
                     self._start(name)
             next_tick = time.monotonic() + 1.0
+            said_idle = False
             while not self._stop_requested:
                 self._events(0.2)
                 self._watch()
-                if self.until_eof and self.finite and self.finite <= self.finished:
-                    log.info("every file source has ended; stopping")
-                    break
+                if self.finite and self.finite <= self.finished:
+                    if self.until_eof:
+                        log.info("every file source has ended; stopping")
+                        break
+                    if not said_idle and not (set(self.latest) - self.finite):
+                        said_idle = True
+                        log.info("every camera source has ended or failed; still running until stopped "
+                                 "(Ctrl-C; --until-eof exits by itself)")
                 if on_tick and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + 1.0
                     on_tick(self)
@@ -529,5 +580,6 @@ class Supervisor:
 
     def summary(self) -> dict[str, dict]:
         """Latest per-camera figures reported by the workers (same keys as the in-process
-        layout, plus ``worker``)."""
+        layout, plus ``worker`` and ``process_restarts``). Counters include what a crashed
+        and restarted worker had reported before it died."""
         return {cid: dict(s) for cid, s in sorted(self.latest.items())}

@@ -38,7 +38,6 @@ class HealthPublisher:
         self._server = None
         if cfg.runtime.metrics_port:
             self._server = self.registry.serve(cfg.runtime.metrics_port, cfg.runtime.metrics_addr)
-            log.info("Prometheus metrics on http://%s:%d/metrics", cfg.runtime.metrics_addr, cfg.runtime.metrics_port)
 
     def publish(self, summary: dict[str, dict[str, Any]], layout: str) -> None:
         """Record one summary (camera id -> figures) and rewrite the status file."""
@@ -62,6 +61,7 @@ class HealthPublisher:
                 last_frame_utc=utc_iso(last_wall) if last_wall else None,
                 last_error=s.get("error") or s.get("last_error"), detections=int(s.get("detections") or 0),
                 tracks=int(s.get("tracks") or 0), alerts=int(s.get("alerts") or 0), updated_utc=utc_iso(),
+                process_restarts=int(s.get("process_restarts") or 0),
             ))
         try:
             write_status(self.path, self.registry.snapshot(), {"layout": layout})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -69,7 +70,7 @@ def _table(status: dict[str, Any], configured: list[str], now: dt.datetime) -> l
     rows = []
     for cid, h in status["cameras"].items():
         age = _age_s(h.last_frame_utc, now)
-        err = (h.last_error or "").replace("\n", " ")
+        err = (h.last_error or "").replace("\n", " ").removeprefix(f"camera {cid!r}: ")
         if len(err) > ERROR_WIDTH:
             err = err[:ERROR_WIDTH - 3] + "..."
         rows.append([cid, h.state, f"{h.fps_in:.1f}/{h.fps_out:.1f}", str(h.frames_decoded),
@@ -84,7 +85,8 @@ def _table(status: dict[str, Any], configured: list[str], now: dt.datetime) -> l
 
 
 def _draw(path, configured: list[str], as_json: bool, out: TextIO, err: TextIO) -> int:
-    """Print the status once; return 0, or 1 when the file is absent or unreadable."""
+    """Print the status once; return 0, or 1 when the file is absent or unreadable or the
+    pipeline that wrote it has exited."""
     try:
         status = read_status(path)
     except StatusFileError as exc:
@@ -92,20 +94,37 @@ def _draw(path, configured: list[str], as_json: bool, out: TextIO, err: TextIO) 
         return 1
     now = dt.datetime.now(dt.timezone.utc)
     file_age_s = _age_s(status["updated_utc"], now)
-    note = (f"note: status file is {file_age_s:.0f} s old (pipeline not running?)"
-            if file_age_s > STALE_FILE_S else None)
+    note, code = None, 0
+    if file_age_s > STALE_FILE_S:
+        pid = status.get("pid")
+        if isinstance(pid, int) and not _alive(pid):
+            note, code = f"note: the pipeline is not running (pid {pid} has exited); figures are from " \
+                         f"{file_age_s:.0f} s ago", 1
+        else:
+            note = f"note: status file is {file_age_s:.0f} s old (pipeline stalled?)"
     if as_json:
         doc = {**status, "cameras": {cid: h.to_dict() for cid, h in status["cameras"].items()}}
         out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         if note:
             print(note, file=err)  # stdout stays parseable JSON
-        return 0
+        return code
     print(f"{path}  updated {status['updated_utc']}  pid {status.get('pid', '?')}", file=out)
     for line in _table(status, configured, now):
         print(line, file=out)
     if note:
         print(note, file=out)
-    return 0
+    return code
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this machine (signal 0 checks, sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -599,8 +599,9 @@ class CameraStream:
                 container = av.open(self.options.url, mode="r", options=self._format_options(),
                                     timeout=(self.options.open_timeout_s, self.options.read_timeout_s))
                 _HWACCEL_FAILED.add(self.options.hwaccel)
-                logger.warning("camera %r: hardware decoding %r is not usable here (%s); decoding in software",
-                               self.camera_id, self.options.hwaccel, _describe(hw_exc))
+                logger.warning("camera %r: hardware decoding %r could not open its device (%s: no GPU or no "
+                               "driver access?); decoding in software", self.camera_id, self.options.hwaccel,
+                               _describe(hw_exc))
         except (av.error.FFmpegError, OSError) as exc:
             # The interrupt callback surfaces as ExitError, the socket timeout as ETIMEDOUT, or
             # as whatever error the demuxer turns them into (RTSP reports InvalidDataError), so

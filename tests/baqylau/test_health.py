@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
+import sys
 import os
 import textwrap
 import urllib.request
@@ -282,9 +284,16 @@ def test_status_command_flags_old_file_and_watch_redraws(config):
     write_status(path, {"square": health("square", updated_utc=old)})
     doc = json.loads(path.read_text(encoding="utf-8"))
     path.write_text(json.dumps({**doc, "updated_utc": old}), encoding="utf-8")
+    # written by this (live) process: old but alive means stalled
     code, out, _ = run_status(["status", "--config", str(config), "--watch", "0.2", "--count", "2"])
     assert code == 0
-    assert out.count("pipeline not running?") == 2 and out.count("streaming") == 2
+    assert out.count("pipeline stalled?") == 2 and out.count("streaming") == 2
+    # written by a process that has exited: said plainly, exit status 1
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    path.write_text(json.dumps({**doc, "updated_utc": old, "pid": int(dead.stdout)}), encoding="utf-8")
+    code, out, _ = run_status(["status", "--config", str(config)])
+    assert code == 1 and f"pid {int(dead.stdout)} has exited" in out
 
 
 def test_status_command_without_status_file_is_one_line(config):

@@ -108,11 +108,20 @@ def test_crashed_worker_and_inference_are_restarted_and_health_is_published(tmp_
         hall_worker = _status(cfg)["cameras"]["hall"]["worker"]
         other = "lot"
         before_other = _analysed(cfg, other)
+        before_hall = _analysed(cfg, "hall")
         os.kill(pids[hall_worker], signal.SIGKILL)
         wait_until(lambda: f"{hall_worker} exited with status -9" in err.read_text(), 30, "the crash to be noticed")
         wait_until(lambda: _analysed(cfg, other) > before_other + 5, 30, "the other camera to keep going")
         wait_until(lambda: err.read_text().count(f"started {hall_worker}") >= 2, 30, "the worker restart")
         wait_until(lambda: _status(cfg)["cameras"]["hall"]["state"] == "streaming", 60, "hall streaming again")
+        hall = _status(cfg)["cameras"]["hall"]
+        assert hall["process_restarts"] == 1
+        assert hall["frames_analysed"] >= before_hall, "counters carry on across the restart"
+        assert "baqylau_camera_process_restarts_total" in urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        pid_tag = f"_{hall_worker}_"
+        leaked = [n for n in os.listdir("/dev/shm") if pid_tag in n and str(pids[hall_worker]) in n]
+        assert not leaked, f"the dead worker's shared memory was not freed: {leaked}"
 
         # kill -9 the inference process: restarted, frames in flight are given up, analysis resumes
         os.kill(pids["inference"], signal.SIGKILL)
