@@ -345,7 +345,8 @@ def worker_main(name: str, cfg: Config, camera_ids: list[str], class_names: list
         for r in readers.values():
             r.join(timeout_s=5.0)
         control.send({"type": "summary", "worker": name, "cameras": summaries()})
-        disconnect("stopping") if published else None
+        if published:
+            disconnect("stopping")
         if link[0] is not None:
             link[0].close()
         output.close()
@@ -551,8 +552,8 @@ class Supervisor:
         """Workers first (they flush open alerts and report), then the inference process."""
         self._stop_requested = True
         deadline = time.monotonic() + 30
-        order = [n for n in self.procs if n != "inference"] + (["inference"] if "inference" in self.procs else [])
-        for group in (order[:-1], order[-1:]) if "inference" in self.procs else (order,):
+        workers = [n for n in self.procs if n != "inference"]
+        for group in ([workers, ["inference"]] if "inference" in self.procs else [workers]):
             for name in group:
                 conn = self.conns.get(name)
                 if conn is not None:
@@ -571,6 +572,9 @@ class Supervisor:
         for conn in self.conns.values():
             conn.close()
         self.conns.clear()
+        leaked = _unlink_blocks(f"bq{self.run_id}")  # from a worker that had to be terminated
+        if leaked:
+            log.warning("freed %d shared-memory block(s) left by terminated workers", leaked)
         self._tmp.cleanup()
 
     def all_failed(self) -> bool:
