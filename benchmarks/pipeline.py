@@ -66,6 +66,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each decode measurement (median)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    from ingest.limits import tune_malloc_for_frames
+
+    tune_malloc_for_frames()  # as `baqylau run` does
     cfg = load_config(args.config)
     for cam in cfg.cameras:
         if not Path(cam.url).exists():
