@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip
 HEADLESS_FIX = $(PIP) uninstall -q -y opencv-python >/dev/null 2>&1 || true; \
 	$(PIP) install -q --force-reinstall --no-deps "opencv-python-headless>=4.10,<6"
 
-.PHONY: demo test install install-test system-deps bench clean
+.PHONY: demo test install install-test system-deps bench bench-ingest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ test: system-deps install-test
 
 bench: install-test system-deps
 	$(BIN)/python benchmarks/pipeline.py --repeat 5
+
+bench-ingest: install-test system-deps
+	$(BIN)/python benchmarks/ingest.py --json
 
 clean:
 	rm -rf var .pytest_cache
