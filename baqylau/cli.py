@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_status_parser(sub)
 
+    from baqylau.calibrate_cmd import add_calibrate_parser
+
+    add_calibrate_parser(sub)
+
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True)
     cc = csub.add_parser("check", help="validate a configuration file")

@@ -147,6 +147,59 @@ class CameraDefaults(CameraSettings):
     """``defaults:``: any camera setting, merged into each camera."""
 
 
+class CalibrationPointConfig(_Model):
+    """One image point with its ground position: WGS84 ``lat``/``lon`` or local ``ground_m``."""
+
+    image_px: tuple[float, float] = Field(description="[x, y] image pixels, origin top-left, y down.")
+    lat: float | None = Field(None, ge=-90, le=90, description="Latitude, degrees north (WGS84).")
+    lon: float | None = Field(None, ge=-180, le=180, description="Longitude, degrees east (WGS84).")
+    ground_m: tuple[float, float] | None = Field(
+        None, description="[x, y] metres east, north of the calibration origin (instead of lat/lon).")
+
+    @model_validator(mode="after")
+    def _one_position(self) -> CalibrationPointConfig:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon")
+        if (self.lat is None) == (self.ground_m is None):
+            raise ValueError("give exactly one of lat/lon or ground_m")
+        if any(v < 0 for v in self.image_px):
+            raise ValueError("pixel coordinates cannot be negative")
+        return self
+
+
+class DepthMarkerConfig(_Model):
+    """Image points that water covers as it rises (a kerb line, marks on a pole)."""
+
+    id: str = Field(pattern=_ID_RE, description="Marker id, unique within the camera.")
+    points_px: list[tuple[float, float]] = Field(min_length=1, description="[[x, y], ...] image pixels.")
+    height_m: list[float] = Field(description="Height above road level of each point, metres.")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> DepthMarkerConfig:
+        if len(self.height_m) != len(self.points_px):
+            raise ValueError(f"height_m has {len(self.height_m)} values for {len(self.points_px)} points_px")
+        return self
+
+
+class CalibrationConfig(_Model):
+    """Image-to-ground calibration of one camera (``baqylau calibrate check`` fits and draws it)."""
+
+    origin: Location | None = Field(
+        None, description="WGS84 origin of the local ground frame; default the first lat/lon point.")
+    points: list[CalibrationPointConfig] = Field(
+        min_length=4, description="At least 4 image-to-ground pairs spread over the ground, no three on a line.")
+    depth_markers: list[DepthMarkerConfig] = Field(default_factory=list)
+    max_reprojection_error_m: float = Field(
+        1.0, gt=0, description="Largest accepted ground error of any point after the fit, metres.")
+
+    @model_validator(mode="after")
+    def _unique_markers(self) -> CalibrationConfig:
+        ids = [m.id for m in self.depth_markers]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate depth marker ids")
+        return self
+
+
 class CameraConfig(CameraSettings):
     """One camera."""
 
@@ -157,6 +210,8 @@ class CameraConfig(CameraSettings):
     location: Location | None = Field(None, description="Camera position (WGS84), copied into its alerts.")
     zones: list[ZoneConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    calibration: CalibrationConfig | None = Field(
+        None, description="Image-to-ground homography points and depth markers; null = uncalibrated.")
 
     @field_validator("url")
     @classmethod
