@@ -41,7 +41,7 @@ from typing import Any
 from baqylau.analysis import (AlertOutput, CameraAnalysis, build_detector, configured_class_names,
                               drops_oldest, rule_class_problems, source_options)
 from baqylau.config import Config, ConfigError
-from baqylau.runner import camera_summary
+from baqylau.runner import IDLE_NOTICE, camera_summary
 from ingest.errors import BaqylauError
 from ingest.frame import Frame
 from ingest.limits import tune_malloc_for_frames
@@ -539,8 +539,7 @@ class Supervisor:
                         break
                     if not said_idle and not (set(self.latest) - self.finite):
                         said_idle = True
-                        log.info("every camera source has ended or failed; still running until stopped "
-                                 "(Ctrl-C; --until-eof exits by itself)")
+                        log.info(IDLE_NOTICE)
                 if on_tick and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + 1.0
                     on_tick(self)

@@ -31,6 +31,10 @@ from ingest.source import is_live_url
 
 log = logging.getLogger(__name__)
 
+#: Said once when every source has ended but the run goes on (no --until-eof), in both layouts.
+IDLE_NOTICE = ("every camera source has ended or failed; still running until stopped "
+               "(Ctrl-C; --until-eof exits by itself)")
+
 # Re-exported for callers of the first layout (CLI, benchmarks, tests).
 __all__ = ["Pipeline", "build_detector", "camera_summary"]
 
@@ -168,8 +172,7 @@ class Pipeline:
                     break
                 elif not said_idle and self._all_sources_done():
                     said_idle = True
-                    log.info("every camera source has ended or failed; still running until stopped "
-                             "(Ctrl-C; --until-eof exits by itself)")
+                    log.info(IDLE_NOTICE)
                 if on_tick and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + 1.0
                     on_tick(self)
