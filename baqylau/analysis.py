@@ -221,6 +221,15 @@ class CameraAnalysis:
                                    lost_track_buffer_s=tc.lost_track_buffer_s, **extra)
         self.mot = MotWriter(Path(tc.mot_dir) / f"{cam.id}.txt") if tc.mot_dir else None
         self.source_key = source_key(cam.url)
+        self.homography = None
+        if cam.calibration is not None:
+            from baqylau.calibrate_cmd import camera_homography
+            from calibration.homography import CalibrationError
+
+            try:
+                self.homography = camera_homography(cam.calibration)
+            except CalibrationError as exc:
+                log.warning("camera %s: calibration unusable, alerts get no ground position: %s", cam.id, exc)
         self.counters = CameraCounters()
         self.open_alerts: dict[str, str] = {}  # rule_id -> alert_id
         self.last_frame: Frame | None = None
@@ -272,6 +281,9 @@ class CameraAnalysis:
         self.open_alerts[ev.rule_id] = alert_id
         snapshot = self._snapshot(alert_id, ev)
         loc = (cam.location.lat, cam.location.lon) if cam.location else None
+        details: dict = {"max_dwell_s": round(ev.max_dwell_s, 2),
+                         "classes": sorted({self._name(c) for c in ev.class_id.tolist()})}
+        loc = self._ground_evidence(ev, details) or loc
         alert = Alert(
             alert_id=alert_id, type=ev.alert_type, camera_id=cam.id, camera_name=cam.name,
             zone_id=ev.zone_id, rule_id=ev.rule_id, track_ids=ev.track_ids,
@@ -279,14 +291,32 @@ class CameraAnalysis:
             start_utc=datetime.fromtimestamp(ev.start_wall_time_s, UTC), end_utc=None, conf=ev.conf,
             snapshot_path=snapshot, location=loc,
             xyxy=tuple(tuple(float(v) for v in row) for row in ev.xyxy.tolist()),
-            details={"max_dwell_s": round(ev.max_dwell_s, 2),
-                     "classes": sorted({self._name(c) for c in ev.class_id.tolist()})},
+            details=details,
         )
         if self.output.store.add(alert):
             self.counters.alerts_new += 1
             log.info("ALERT %s camera=%s zone=%s tracks=%s t=%.1fs conf=%.2f snapshot=%s", ev.alert_type,
                      cam.id, ev.zone_id, list(ev.track_ids), ev.start_time_s, ev.conf, snapshot)
             self.output.emit("alert.created", alert)
+
+    def _ground_evidence(self, ev: RuleEvent, details: dict) -> tuple[float, float] | None:
+        """With a calibrated camera, add each box's ground position (bottom-centre, metres in the
+        calibration's ground frame) and ground width to ``details``; return the WGS84 position of
+        the first box when the calibration has a geographic origin."""
+        if self.homography is None or len(ev.xyxy) == 0:
+            return None
+        anchors = np.stack([(ev.xyxy[:, 0] + ev.xyxy[:, 2]) / 2, ev.xyxy[:, 3]], axis=1)
+        ground = self.homography.img_to_ground(anchors)
+        widths = self.homography.size_m(ev.xyxy)[:, 0]
+        def num(v: float) -> float | None:  # NaN (above the horizon) is not JSON
+            return round(float(v), 2) if np.isfinite(v) else None
+
+        details["ground_m"] = [[num(x), num(y)] for x, y in ground]
+        details["width_m"] = [num(w) for w in widths]
+        if self.homography.origin_latlon is None or not np.isfinite(ground[0]).all():
+            return None
+        lat, lon = self.homography.img_to_latlon(anchors[:1])[0]
+        return (round(float(lat), 7), round(float(lon), 7))
 
     def _name(self, class_id: int) -> str:
         return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else str(class_id)

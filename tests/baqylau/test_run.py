@@ -169,3 +169,14 @@ def test_version_and_alert_filters(tmp_path):
     assert "no alerts stored" in run_cli("alerts", "list", "--config", str(cfg)).stdout
     bad = run_cli("alerts", "list", "--config", str(cfg), "--limit", "0")
     assert bad.returncode == 2 and "must be >= 1" in bad.stderr
+
+
+def test_calibrated_camera_alerts_carry_ground_position(demo_runs):
+    _, alerts, _ = demo_runs
+    square = [a for a in alerts if a["camera_id"] == "square" and a["type"] == "person_in_zone"]
+    assert square, "the lawn rule raised an alert"
+    d = square[0]["details"]
+    assert len(d["ground_m"]) == len(square[0]["xyxy"]) and len(d["width_m"]) == len(square[0]["xyxy"])
+    # PETS09 ground plane: the lawn lies roughly 5-25 m from the origin; people are 0.3-1.2 m wide
+    assert all(w is None or 0.2 < w < 1.5 for w in d["width_m"])
+    assert all(abs(x) < 40 and abs(y) < 40 for x, y in d["ground_m"])
