@@ -24,6 +24,14 @@ Simplifications and additions to the paper, each documented where it happens:
 - Persistence with hysteresis: static regions are tracked frame to frame by box IoU; a region is
   reported once it has been static for ``persistence_s`` and forgotten only after it has been
   absent for ``clear_s``.
+- A **clean reference** per zone (what operators see as "before"): after a learning period of
+  ``learn_s`` the long-term model is copied; the copy is refreshed whenever the zone has been
+  free of static candidates for another ``learn_s`` and the caller holds no open situation
+  (``hold_reference``), so rubbish the long-term model slowly absorbs never becomes "clean".
+  Differences to the clean reference are computed after a robust grey gain/offset fit (two
+  passes, inliers only), so light that changed since the reference was taken is not "change".
+  Nothing is reported while learning. Long-term and clean models are saved to disk
+  (:meth:`ZoneSceneChange.save`) and restored after a restart (:meth:`ZoneSceneChange.load`).
 - While a region is building up its persistence time it is excluded from long-term learning;
   otherwise the long-term model would slowly absorb a dumped object before its timer ends (with a
   long time constant the effect is small, but it grows with the persistence time). Once confirmed,
@@ -37,7 +45,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -60,6 +72,13 @@ SATURATED = 245
 
 #: Fewest usable zone pixels (downscaled) for light normalisation; below it frames are used as is.
 MIN_NORM_PIXELS = 100
+
+#: Share of the zone that must have been seen without people/vehicles in front before learning
+#: can end; lower ends learning sooner on busy scenes but leaves holes filled by the first frame.
+MIN_SEEN_SHARE = 0.9
+
+#: Version of the on-disk model format written by :meth:`ZoneSceneChange.save`.
+STATE_VERSION = 1
 
 
 class SceneChangeError(BaqylauError, ValueError):
@@ -96,6 +115,11 @@ class SceneChangeConfig:
             a person has just put down next to themselves.
         max_roi_width_px: The zone crop is downscaled to at most this width for speed. Smaller is
             faster but loses small objects (``min_area_px`` must still cover a few pixels).
+        learn_s: Learning period, stream seconds: nothing is reported until the zone has been
+            watched this long (and 90 % of it seen without people in front), and the clean
+            reference is refreshed after every further quiet period of this length. Longer
+            gives a cleaner reference on busy scenes, shorter starts alerting sooner after the
+            first start (restarts resume from the saved reference, see ``save``/``load``).
 
     Raises:
         SceneChangeError: When a value is out of its bounds.
@@ -111,13 +135,14 @@ class SceneChangeConfig:
     max_shift_px: float = 8.0
     mask_margin_px: float = 6.0
     max_roi_width_px: int = 320
+    learn_s: float = 60.0
 
     def __post_init__(self) -> None:
         positive = ("long_term_tau_s", "short_term_tau_s", "fg_threshold", "min_area_px", "max_roi_width_px")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise SceneChangeError(f"SceneChangeConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("persistence_s", "clear_s", "max_shift_px", "mask_margin_px"):
+        for name in ("persistence_s", "clear_s", "max_shift_px", "mask_margin_px", "learn_s"):
             if not getattr(self, name) >= 0:
                 raise SceneChangeError(f"SceneChangeConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.short_term_tau_s >= self.long_term_tau_s:
@@ -129,22 +154,36 @@ class SceneChangeConfig:
 class SceneChangeState:
     """Result of one :meth:`ZoneSceneChange.update`.
 
+    "Small" arrays are on the downscaled grid of the zone crop: small px = (full px - roi
+    origin) * ``scale``; convert boxes with :meth:`to_small` and :meth:`to_full`.
+
     Attributes:
         zone_id: The zone this state belongs to.
         time_s: Stream time of the frame, seconds.
         static_mask: `(H, W)` bool, full frame: pixels inside the zone that are foreground to the
             long-term and background to the short-term model (newly static), people masked out.
-            Raw, before the persistence timer.
+            Raw, before the persistence timer; all ``False`` while learning.
         static_boxes: `(K, 4)` float32 ``x1, y1, x2, y2`` full-frame pixels of static regions that
             have persisted for at least ``persistence_s`` (kept for up to ``clear_s`` while unseen).
         static_since_s: `(K,)` float32 seconds each region of ``static_boxes`` has been static.
         covered_share: Fraction (0..1) of the zone's area covered by the reported static regions.
         shift_px: `(2,)` float32 ``dx, dy`` camera shift compensated in this frame, full-frame px.
-        reference_bgr: `(h, w, 3)` uint8 long-term background of the zone crop, downscaled by
-            ``scale``; use :meth:`crop`.
+        reference_bgr: `(h, w, 3)` uint8 long-term background of the zone crop (small grid).
         roi_xyxy: `(4,)` int ``x1, y1, x2, y2`` full-frame pixels of that crop.
-        scale: Downscale factor of ``reference_bgr`` (small px = full px * scale).
+        scale: Downscale factor (small px = full px * scale).
         image: `(H, W, 3)` uint8 BGR, the analysed frame (not copied; frames are immutable).
+        learning: ``True`` during the learning period (nothing is reported).
+        clean_bgr: `(h, w, 3)` uint8 clean reference (small grid), light-matched to this frame's
+            ``current_small``; ``None`` while learning.
+        current_small: `(h, w, 3)` uint8 this frame's zone crop on the small grid, shift-compensated
+            and light-normalised to the long-term model.
+        zone_small: `(h, w)` bool zone raster on the small grid.
+        masked_small: `(h, w)` bool pixels hidden by people/vehicles (plus margin) or never seen.
+        changed_mask_clean: `(h, w)` bool zone pixels, not masked, whose largest channel
+            difference to the clean reference exceeds ``fg_threshold``; all ``False`` while learning.
+        new_regions: `(J, 4)` float32 full-frame px boxes of static candidate regions being
+            timed (not yet confirmed), with ``new_regions_since_s`` `(J,)` float32 their onset
+            (stream s). Lets detectors (littering) see an object at the moment it appears.
     """
 
     zone_id: str
@@ -158,9 +197,60 @@ class SceneChangeState:
     roi_xyxy: np.ndarray
     scale: float
     image: np.ndarray = field(repr=False)
+    learning: bool = False
+    clean_bgr: np.ndarray | None = field(default=None, repr=False)
+    current_small: np.ndarray | None = field(default=None, repr=False)
+    zone_small: np.ndarray | None = field(default=None, repr=False)
+    masked_small: np.ndarray | None = field(default=None, repr=False)
+    changed_mask_clean: np.ndarray | None = field(default=None, repr=False)
+    new_regions: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    new_regions_since_s: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def to_small(self, box_xyxy: np.ndarray) -> np.ndarray:
+        """Full-frame px boxes `(..., 4)` to small-grid px boxes (float32, not clipped)."""
+        box = np.asarray(box_xyxy, np.float32)
+        origin = np.array([self.roi_xyxy[0], self.roi_xyxy[1]] * 2, np.float32)
+        return (box - origin) * np.float32(self.scale)
+
+    def to_full(self, box_small: np.ndarray) -> np.ndarray:
+        """Small-grid px boxes `(..., 4)` to full-frame px boxes (float32)."""
+        box = np.asarray(box_small, np.float32)
+        origin = np.array([self.roi_xyxy[0], self.roi_xyxy[1]] * 2, np.float32)
+        return box / np.float32(self.scale) + origin
+
+    def _window(self, box_xyxy: np.ndarray | None) -> tuple[slice, slice]:
+        h, w = self.zone_small.shape if self.zone_small is not None else self.reference_bgr.shape[:2]
+        if box_xyxy is None:
+            return slice(0, h), slice(0, w)
+        x1, y1, x2, y2 = self.to_small(np.asarray(box_xyxy, np.float32).reshape(4))
+        x1, y1 = min(max(int(math.floor(x1)), 0), w), min(max(int(math.floor(y1)), 0), h)
+        x2, y2 = min(max(int(math.ceil(x2)), x1 + 1), w), min(max(int(math.ceil(y2)), y1 + 1), h)
+        return slice(y1, y2), slice(x1, x2)
+
+    def changed_to_clean(self, box_xyxy: np.ndarray | None = None) -> float:
+        """Share 0..1 of the visible zone pixels (inside ``box_xyxy``, full-frame px, when given)
+        that differ from the clean reference (``changed_mask_clean``).
+
+        Returns 0.0 while learning and when no zone pixel of the box is visible.
+        """
+        if self.changed_mask_clean is None or self.zone_small is None or self.masked_small is None:
+            return 0.0
+        ys, xs = self._window(box_xyxy)
+        visible = self.zone_small[ys, xs] & ~self.masked_small[ys, xs]
+        n = int(visible.sum())
+        return float(self.changed_mask_clean[ys, xs][visible].sum() / n) if n else 0.0
+
+    def visible_share(self, box_xyxy: np.ndarray | None = None) -> float:
+        """Share 0..1 of the zone pixels (inside ``box_xyxy`` when given) not hidden by people."""
+        if self.zone_small is None or self.masked_small is None:
+            return 0.0
+        ys, xs = self._window(box_xyxy)
+        zone = self.zone_small[ys, xs]
+        n = int(zone.sum())
+        return float((zone & ~self.masked_small[ys, xs]).sum() / n) if n else 0.0
 
     def crop(self, box_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Before/after evidence for a box: the long-term background and the current frame.
+        """Before/after evidence for a box: the clean reference and the current frame.
 
         Args:
             box_xyxy: `(4,)` float ``x1, y1, x2, y2`` full-frame pixels, e.g. a row of
@@ -168,7 +258,8 @@ class SceneChangeState:
 
         Returns:
             ``(reference, current)``, both `(h, w, 3)` uint8 BGR of the same size. The reference
-            is upsampled from the downscaled model, so it is blurrier than the current crop.
+            is the clean reference (the long-term model while learning), upsampled from the
+            small grid, so it is blurrier than the current crop.
 
         Raises:
             SceneChangeError: When the box does not overlap the zone crop.
@@ -184,7 +275,8 @@ class SceneChangeState:
         sx1, sy1 = int((x1 - rx1) * s), int((y1 - ry1) * s)
         sx2 = max(int(math.ceil((x2 - rx1) * s)), sx1 + 1)
         sy2 = max(int(math.ceil((y2 - ry1) * s)), sy1 + 1)
-        reference = cv2.resize(self.reference_bgr[sy1:sy2, sx1:sx2], (x2 - x1, y2 - y1),
+        model = self.clean_bgr if self.clean_bgr is not None else self.reference_bgr
+        reference = cv2.resize(model[sy1:sy2, sx1:sx2], (x2 - x1, y2 - y1),
                                interpolation=cv2.INTER_LINEAR)
         return reference, current
 
@@ -205,11 +297,33 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def _robust_gain_offset(src: np.ndarray, dst: np.ndarray, tolerance: float) -> tuple[float, float]:
+    """Least-squares ``gain, offset`` with ``dst ~ gain * src + offset`` over grey levels, refit
+    once on the pixels whose residual is within ``tolerance`` (so changed areas do not bias it).
+    Gain is clipped to [1/3, 3]."""
+    gain, offset = 1.0, 0.0
+    keep = np.ones(src.shape, bool)
+    for _ in range(2):
+        x, y = src[keep], dst[keep]
+        if x.size < MIN_NORM_PIXELS:
+            break
+        sx = float(x.std())
+        gain = float(np.clip(y.std() / max(sx, 1e-3), 1 / 3, 3))
+        offset = float(y.mean() - gain * x.mean())
+        keep = np.abs(src * gain + offset - dst) <= tolerance
+    return gain, offset
+
+
 class ZoneSceneChange:
     """Dual-background static-change detector for one zone of one camera.
 
     State is per instance: use one per (camera, zone). The models are (re)initialised on the
-    first frame and whenever the frame resolution changes.
+    first frame and whenever the frame resolution changes (a saved state given to :meth:`load`
+    is applied on the first frame whose resolution matches it).
 
     Args:
         zone: The zone; its polygon is rasterised at the first frame's resolution.
@@ -220,6 +334,12 @@ class ZoneSceneChange:
         self.zone = zone
         self.config = config or SceneChangeConfig()
         self._resolution_wh: tuple[int, int] | None = None
+        self._pending: dict[str, np.ndarray] | None = None
+
+    @property
+    def learning(self) -> bool:
+        """Whether the zone is still in its learning period (``True`` before the first frame)."""
+        return self._resolution_wh is None or getattr(self, "_clean", None) is None
 
     # -- set-up -------------------------------------------------------------------------------
     def _reset(self, frame: Frame) -> None:
@@ -244,13 +364,18 @@ class ZoneSceneChange:
         self._hann = cv2.createHanningWindow((sw, sh), cv2.CV_32F)
         self._long: np.ndarray | None = None
         self._short: np.ndarray | None = None
+        self._clean: np.ndarray | None = None
         self._seen = np.zeros((sh, sw), bool)
         self._candidate = np.zeros((sh, sw), bool)
         self._regions: list[_Region] = []
         self._last_s: float | None = None
+        self._observed_s = 0.0  # stream seconds watched (learning progress)
+        self._quiet_s = 0.0  # stream seconds without static candidates since the last clean refresh
         self._resolution_wh = (w, h)
         log.debug("zone %s camera %s: roi %s scale %.3f", self.zone.zone_id, frame.camera_id,
                   self._roi.tolist(), self._scale)
+        if self._pending is not None:
+            self._apply_pending(frame.camera_id)
 
     def _people_mask(self, mask_xyxy: np.ndarray) -> np.ndarray:
         sw, sh = self._small_wh
@@ -263,14 +388,98 @@ class ZoneSceneChange:
                           (int(math.ceil(p2[0])), int(math.ceil(p2[1]))), 1, thickness=-1)
         return out.astype(bool)
 
+    # -- persistence ----------------------------------------------------------------------------
+    def _fingerprint(self, resolution_wh: tuple[int, int]) -> int:
+        """CRC32 of what the saved models depend on: zone polygon, resolution, grid, config."""
+        cfg = self.config
+        key = repr((self.zone.zone_id, self.zone.units, np.round(np.asarray(self.zone.points, np.float64), 4).tolist(),
+                    tuple(resolution_wh), cfg.max_roi_width_px, cfg.max_shift_px, STATE_VERSION))
+        return zlib.crc32(key.encode())
+
+    def save(self, path: str | Path) -> bool:
+        """Write the learned long-term and clean models to ``path`` (``.npz``, atomic rename).
+
+        Nothing is written before the first frame or while learning (there is nothing worth
+        keeping yet).
+
+        Returns:
+            Whether a file was written.
+
+        Raises:
+            OSError: When the directory cannot be created or the file cannot be written.
+        """
+        if self._resolution_wh is None or self._long is None or self._clean is None:
+            return False
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(
+                    fh, fingerprint=np.int64(self._fingerprint(self._resolution_wh)),
+                    resolution_wh=np.array(self._resolution_wh, np.int64),
+                    long=self._long.astype(np.float32), clean=self._clean.astype(np.float32),
+                    seen=self._seen, observed_s=np.float64(self._observed_s))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        log.debug("zone %s: models saved to %s", self.zone.zone_id, path)
+        return True
+
+    def load(self, path: str | Path) -> bool:
+        """Read models written by :meth:`save`; they are applied on the first frame whose
+        resolution matches (a restart then resumes without relearning).
+
+        Returns:
+            ``False`` (and a log line) when the file is missing, unreadable or was saved for
+            another zone polygon, resolution or grid; the zone then learns afresh.
+        """
+        path = Path(path)
+        if not path.is_file():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                pending = {k: data[k] for k in data.files}
+            resolution = tuple(int(v) for v in pending["resolution_wh"])
+            ok = int(pending["fingerprint"]) == self._fingerprint(resolution)  # type: ignore[arg-type]
+        except (OSError, ValueError, KeyError, zlib.error) as exc:
+            log.warning("zone %s: saved models %s unreadable, learning afresh: %s", self.zone.zone_id, path, exc)
+            return False
+        if not ok:
+            log.info("zone %s: saved models %s are for another zone or resolution, learning afresh",
+                     self.zone.zone_id, path)
+            return False
+        self._pending = pending
+        self._resolution_wh = None  # re-initialise (and apply) on the next frame
+        return True
+
+    def _apply_pending(self, camera_id: str) -> None:
+        pending, self._pending = self._pending, None
+        sw, sh = self._small_wh
+        if (tuple(int(v) for v in pending["resolution_wh"]) != self._resolution_wh
+                or pending["long"].shape != (sh, sw, 3)):
+            log.info("zone %s camera %s: saved models do not fit %s, learning afresh",
+                     self.zone.zone_id, camera_id, self._resolution_wh)
+            return
+        self._long = pending["long"].astype(np.float32)
+        self._short = self._long.copy()
+        self._clean = pending["clean"].astype(np.float32)
+        self._seen = pending["seen"].astype(bool)
+        self._observed_s = float(pending["observed_s"])
+        log.info("zone %s camera %s: clean reference restored (learned over %.0f s)",
+                 self.zone.zone_id, camera_id, self._observed_s)
+
     # -- per frame ----------------------------------------------------------------------------
-    def update(self, frame: Frame, mask_xyxy: np.ndarray) -> SceneChangeState:
+    def update(self, frame: Frame, mask_xyxy: np.ndarray, hold_reference: bool = False) -> SceneChangeState:
         """Feed one frame and return the zone's static regions.
 
         Args:
             frame: The decoded frame; ``time_s`` drives the adaptation and the timers.
             mask_xyxy: `(M, 4)` float32 ``x1, y1, x2, y2`` full-frame pixel boxes of people and
                 vehicles (object detector output) to mask out; `(0, 4)` when there are none.
+            hold_reference: ``True`` while the caller has an open situation in this zone: the
+                clean reference is then not refreshed.
 
         Returns:
             The zone's :class:`SceneChangeState` for this frame.
@@ -293,12 +502,16 @@ class ZoneSceneChange:
             self._long, self._short = small.copy(), small.copy()
             self._seen = ~masked
             self._last_s = now
-            return self._state(frame, now, np.zeros_like(self._zone), shift)
+            empty = np.zeros_like(self._zone)
+            return self._state(frame, now, empty, shift, small, masked | ~self._seen, empty)
+        if self._short is None or self._last_s is None:  # models restored from disk
+            self._short = small.copy()
+            self._last_s = now
 
         # (b) camera shake: translation of the frame against the long-term model.
         if cfg.max_shift_px > 0:
-            g_bg = cv2.cvtColor(self._long, cv2.COLOR_BGR2GRAY)
-            g_fr = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+            g_bg = _grey(self._long)
+            g_fr = _grey(small)
             hide = masked | ~self._seen
             g_fr[hide] = g_bg[hide]  # people do not move with the camera
             (dx, dy), _ = cv2.phaseCorrelate(g_bg, g_fr, self._hann)
@@ -317,8 +530,8 @@ class ZoneSceneChange:
         # (a) gradual light change: match the zone's grey mean/std to the long-term model.
         usable = self._zone & self._seen & ~masked & ~self._candidate
         if cfg.normalise_light and int(usable.sum()) >= MIN_NORM_PIXELS:
-            g_fr = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)[usable]
-            g_bg = cv2.cvtColor(self._long, cv2.COLOR_BGR2GRAY)[usable]
+            g_fr = _grey(small)[usable]
+            g_bg = _grey(self._long)[usable]
             gain = float(np.clip(g_bg.std() / max(float(g_fr.std()), 1e-3), 1 / 3, 3))
             small = (small - float(g_fr.mean())) * gain + float(g_bg.mean())
 
@@ -329,20 +542,46 @@ class ZoneSceneChange:
         kernel = np.ones((3, 3), np.uint8)
         cand = cv2.morphologyEx(cv2.morphologyEx(cand, cv2.MORPH_OPEN, kernel), cv2.MORPH_CLOSE, kernel)
         self._candidate = cand.astype(bool)
-        protect = self._track(cand, now)
+
+        dt = max(now - self._last_s, 0.0)
+        self._last_s = now
+        if self._clean is None:
+            # learning: no regions, no reports; the clean reference is taken once the zone has
+            # been watched for learn_s and mostly seen without people in front.
+            self._regions = []
+            protect = np.zeros(cand.shape, bool)
+            self._observed_s += dt
+            seen_share = float((self._seen & self._zone).sum() / self._zone_area)
+            if self._observed_s >= cfg.learn_s and seen_share >= MIN_SEEN_SHARE:
+                self._clean = self._long.copy()
+                self._quiet_s = 0.0
+                log.info("zone %s camera %s: clean reference learned over %.0f s", self.zone.zone_id,
+                         frame.camera_id, self._observed_s)
+        else:
+            protect = self._track(cand, now)
+            busy = hold_reference or bool(self._regions)
+            self._quiet_s = 0.0 if busy else self._quiet_s + dt
+            if self._quiet_s >= max(cfg.learn_s, 1e-9):
+                self._clean = self._long.copy()
+                self._quiet_s = 0.0
+                log.debug("zone %s camera %s t=%.1f: clean reference refreshed", self.zone.zone_id,
+                          frame.camera_id, now)
 
         # Learning: masked pixels never; long-term also not where something moves or builds up.
-        dt = max(now - (self._last_s if self._last_s is not None else now), 0.0)
-        self._last_s = now
         new = ~masked & ~self._seen
         self._long[new] = small[new]
         self._short[new] = small[new]
+        if self._clean is not None:
+            self._clean[new] = small[new]
         self._seen |= ~masked
         learn_short = (~masked).astype(np.uint8)
         learn_long = (~masked & ~fg_short & ~protect).astype(np.uint8)
         cv2.accumulateWeighted(small, self._short, 1 - math.exp(-dt / cfg.short_term_tau_s), learn_short)
         cv2.accumulateWeighted(small, self._long, 1 - math.exp(-dt / cfg.long_term_tau_s), learn_long)
-        return self._state(frame, now, self._candidate, shift)
+        hidden = masked | ~self._seen
+        if self._clean is None:
+            return self._state(frame, now, np.zeros_like(self._zone), shift, small, hidden, None)
+        return self._state(frame, now, self._candidate, shift, small, hidden, saturated)
 
     def _track(self, cand: np.ndarray, now: float) -> np.ndarray:
         """Match connected static regions to known ones; return pixels to keep out of long-term."""
@@ -366,10 +605,24 @@ class ZoneSceneChange:
         self._regions = [r for r in self._regions if now - r.last_s <= self.config.clear_s]
         return protect
 
-    def _state(self, frame: Frame, now: float, cand: np.ndarray, shift: np.ndarray) -> SceneChangeState:
+    def _clean_matched(self, small: np.ndarray, hidden: np.ndarray) -> np.ndarray | None:
+        """The clean reference light-matched to ``small`` (robust grey gain/offset fit)."""
+        if self._clean is None:
+            return None
+        usable = self._zone & ~hidden
+        if not self.config.normalise_light or int(usable.sum()) < MIN_NORM_PIXELS:
+            return self._clean
+        gain, offset = _robust_gain_offset(_grey(self._clean)[usable], _grey(small)[usable],
+                                           2 * self.config.fg_threshold)
+        return self._clean * gain + offset
+
+    def _state(self, frame: Frame, now: float, cand: np.ndarray, shift: np.ndarray, small: np.ndarray,
+               hidden: np.ndarray, saturated: np.ndarray | None) -> SceneChangeState:
         x1, y1, x2, y2 = (int(v) for v in self._roi)
         w, h = frame.resolution_wh
+        learning = self._clean is None
         confirmed = [r for r in self._regions if now - r.first_s >= self.config.persistence_s]
+        pending = [r for r in self._regions if now - r.first_s < self.config.persistence_s and r.last_s == now]
         boxes = np.array([r.box for r in confirmed], np.float32).reshape(-1, 4)
         covered = np.zeros(cand.shape, bool)
         for bx1, by1, bx2, by2 in boxes.astype(int):
@@ -377,11 +630,25 @@ class ZoneSceneChange:
         full = np.zeros((h, w), bool)
         full[y1:y2, x1:x2] = cv2.resize(cand.astype(np.uint8), (x2 - x1, y2 - y1),
                                         interpolation=cv2.INTER_NEAREST).astype(bool)
-        boxes_full = boxes / self._scale + np.array([x1, y1, x1, y1], np.float32)
+        origin = np.array([x1, y1, x1, y1], np.float32)
+        current = np.clip(small, 0, 255)
+        clean = self._clean_matched(current, hidden)
+        changed = None
+        if clean is not None:
+            changed = np.abs(current - clean).max(axis=2) > self.config.fg_threshold
+            changed &= self._zone & ~hidden
+            if saturated is not None:
+                changed &= ~saturated
         return SceneChangeState(
             zone_id=self.zone.zone_id, time_s=now, static_mask=full,
-            static_boxes=boxes_full.astype(np.float32),
+            static_boxes=(boxes / self._scale + origin).astype(np.float32),
             static_since_s=np.array([now - r.first_s for r in confirmed], np.float32),
             covered_share=float((covered & self._zone).sum() / self._zone_area),
             shift_px=shift, reference_bgr=np.clip(self._long, 0, 255).astype(np.uint8),
-            roi_xyxy=self._roi.copy(), scale=self._scale, image=frame.image)
+            roi_xyxy=self._roi.copy(), scale=self._scale, image=frame.image, learning=learning,
+            clean_bgr=None if clean is None else np.clip(clean, 0, 255).astype(np.uint8),
+            current_small=current.astype(np.uint8), zone_small=self._zone, masked_small=hidden.copy(),
+            changed_mask_clean=changed,
+            new_regions=(np.array([r.box for r in pending], np.float32).reshape(-1, 4) / self._scale
+                         + origin).astype(np.float32),
+            new_regions_since_s=np.array([r.first_s for r in pending], np.float32))

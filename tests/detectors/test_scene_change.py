@@ -24,7 +24,7 @@ from tracker.mot import read_mot
 LITTER = SHARED / "data" / "images" / "litter" / "naver-recycle-trash" / "1.jpg"
 #: Lawn and road across the middle of vtest.avi, full-frame pixels (768x576).
 ZONE = Zone("lawn_road", np.array([[0, 200], [767, 200], [767, 480], [0, 575]], np.float32))
-CONFIG = SceneChangeConfig(persistence_s=5.0, clear_s=1.0)
+CONFIG = SceneChangeConfig(persistence_s=5.0, clear_s=1.0, learn_s=4.0)
 STEP = 2  # vtest.avi is 10 fps; analyse at 5 fps
 OBJECT_XY = (300, 420)  # top-left of the pasted 30x30 object, on the lawn inside ZONE
 T0_S = 8.0
@@ -135,3 +135,61 @@ def test_camera_shake_gives_no_static_region() -> None:
 def test_bad_config_raises(kwargs: dict) -> None:
     with pytest.raises(SceneChangeError):
         SceneChangeConfig(**kwargs)
+
+
+def test_learning_period_then_clean_reference_and_change_share() -> None:
+    states, _ = run(paste())
+    assert states[0].learning and states[0].clean_bgr is None and states[0].changed_to_clean() == 0.0
+    learned = [s for s in states if not s.learning]
+    assert learned and learned[0].time_s >= CONFIG.learn_s
+    assert all(len(s.static_boxes) == 0 and not s.static_mask.any() for s in states if s.learning)
+    x, y = OBJECT_XY
+    box = np.array([x, y, x + 30, y + 30], np.float32)
+    before = [s for s in learned if s.time_s < T0_S]
+    after = [s for s in learned if s.time_s > T0_S + 1 and s.visible_share(box) > 0.9]
+    assert max(s.changed_to_clean(box) for s in before) < 0.05
+    assert np.median([s.changed_to_clean(box) for s in after]) > 0.5
+    assert np.median([s.changed_to_clean() for s in learned]) < 0.02  # the whole zone stays clean
+    reference, current = after[-1].crop(box)
+    assert np.abs(reference.astype(int) - current.astype(int)).mean() > 20
+
+
+def test_clean_reference_survives_a_light_ramp() -> None:
+    def ramp(image: np.ndarray, t: float) -> np.ndarray:
+        return cv2.convertScaleAbs(image, alpha=1.0 - 0.35 * min(max((t - 5.0) / 25.0, 0.0), 1.0))
+    states, _ = run(ramp)
+    late = [s for s in states if s.time_s > 30]
+    assert np.median([s.changed_to_clean() for s in late]) < 0.03
+
+
+def test_saved_models_resume_after_restart(tmp_path) -> None:
+    images, times, masks = clip()
+    first = ZoneSceneChange(ZONE, CONFIG)
+    path = tmp_path / "square" / "lawn_road.npz"
+    assert not first.save(path)  # nothing learned yet
+    for index in range(len(images)):
+        if times[index] > 6.0:
+            break
+        first.update(Frame("pets", index * STEP, index * STEP, Fraction(1, 10), times[index], 0.0,
+                           images[index]), masks[index])
+    assert first.save(path) and path.is_file()
+
+    # a "restart" at 12 s: the object (pasted from 8 s) is already there and must still be found
+    second = ZoneSceneChange(ZONE, CONFIG)
+    assert second.load(path)
+    reported, states = [], []
+    for index in range(len(images)):
+        if times[index] < 12.0:
+            continue
+        image = paste()(images[index].copy(), times[index])
+        state = second.update(Frame("pets", index * STEP, index * STEP, Fraction(1, 10), times[index], 0.0,
+                                    image), masks[index])
+        states.append(state)
+        reported += [state.time_s] if len(state.static_boxes) else []
+    assert not states[0].learning  # no relearning after the restart
+    assert reported and reported[0] - 12.0 <= CONFIG.persistence_s + 3 * CONFIG.short_term_tau_s + 1
+
+    other = ZoneSceneChange(Zone("other", ZONE.points + 5, ZONE.units), CONFIG)
+    assert not other.load(path)  # saved for another polygon
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    assert not ZoneSceneChange(ZONE, CONFIG).load(tmp_path / "broken.npz")
