@@ -297,6 +297,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
+def _channel_max(image: np.ndarray) -> np.ndarray:
+    """Largest of the 3 channels of `(h, w, 3)`; ``np.maximum`` twice is ~25x faster than
+    ``.max(axis=2)`` on small contiguous float arrays."""
+    return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])
+
+
+def _absdiff_max(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel largest channel absolute difference of two `(h, w, 3)` float32 images."""
+    return _channel_max(cv2.absdiff(a, b))
+
+
 def _grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
@@ -526,7 +537,7 @@ class ZoneSceneChange:
                                         flags=cv2.INTER_NEAREST, borderValue=1).astype(bool)
                 shift[:] = (dx / self._scale, dy / self._scale)
 
-        saturated = small.max(axis=2) >= SATURATED
+        saturated = _channel_max(small) >= SATURATED
         # (a) gradual light change: match the zone's grey mean/std to the long-term model.
         usable = self._zone & self._seen & ~masked & ~self._candidate
         if cfg.normalise_light and int(usable.sum()) >= MIN_NORM_PIXELS:
@@ -536,8 +547,8 @@ class ZoneSceneChange:
             small = (small - float(g_fr.mean())) * gain + float(g_bg.mean())
 
         # Dual foreground (Porikli et al. 2008): foreground long-term, background short-term.
-        fg_long = np.abs(small - self._long).max(axis=2) > cfg.fg_threshold
-        fg_short = np.abs(small - self._short).max(axis=2) > cfg.fg_threshold
+        fg_long = _absdiff_max(small, self._long) > cfg.fg_threshold
+        fg_short = _absdiff_max(small, self._short) > cfg.fg_threshold
         cand = (fg_long & ~fg_short & self._zone & self._seen & ~masked & ~saturated).astype(np.uint8)
         kernel = np.ones((3, 3), np.uint8)
         cand = cv2.morphologyEx(cv2.morphologyEx(cand, cv2.MORPH_OPEN, kernel), cv2.MORPH_CLOSE, kernel)
@@ -635,7 +646,7 @@ class ZoneSceneChange:
         clean = self._clean_matched(current, hidden)
         changed = None
         if clean is not None:
-            changed = np.abs(current - clean).max(axis=2) > self.config.fg_threshold
+            changed = _absdiff_max(current, clean.astype(np.float32)) > self.config.fg_threshold
             changed &= self._zone & ~hidden
             if saturated is not None:
                 changed &= ~saturated
