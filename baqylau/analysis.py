@@ -23,6 +23,7 @@ from alerts import Alert, AlertStore, JsonlSink, make_alert_id, write_snapshot
 from baqylau.config import CameraConfig, Config, ConfigError
 from calibration.zones import Zone
 from detectors.base import Detector
+from detectors.scene import SceneEvent
 from detectors.types import Detections
 from detectors.zone_rules import RuleEvent, ZoneRule, ZoneRuleEngine
 from ingest.frame import Frame
@@ -233,6 +234,12 @@ class CameraAnalysis:
         self.counters = CameraCounters()
         self.open_alerts: dict[str, str] = {}  # rule_id -> alert_id
         self.last_frame: Frame | None = None
+        from baqylau.scene import SceneStates, build_scene_detectors
+
+        self.scene = build_scene_detectors(cam, self.zones, self.homography)
+        self.scene_states = SceneStates(Path(cfg.data_dir) / "scene" / cam.id, self.scene,
+                                        cfg.runtime.scene_save_interval_s)
+        self.open_scene: dict[tuple[str, int], str] = {}  # (detector_id, situation_id) -> alert_id
 
     def process(self, frame: Frame, dets: Detections) -> None:
         """Track this frame's detections, run the zone rules and raise or update alerts."""
@@ -244,11 +251,33 @@ class CameraAnalysis:
             self.mot.write(frame.frame_index + 1, tracked)
         for event in self.rules.update(frame, tracked):
             self._on_event(event)
+        if self.scene:
+            from baqylau.scene import split_movers
+
+            people, vehicles = split_movers(tracked, self.class_names)
+            for det in self.scene:
+                try:
+                    events = det.update(frame, people, vehicles)
+                except Exception:  # noqa: BLE001 - one detector's bad state must not stop the others
+                    log.exception("camera %s: scene detector %s failed at t=%.2f s", self.cam.id,
+                                  det.detector_id, frame.time_s)
+                    continue
+                for sev in events:
+                    self._on_scene_event(sev)
+            self.scene_states.maybe_save()
 
     def flush(self) -> None:
-        """End every open situation (end of stream or shutdown) and close the MOT file."""
+        """End every open situation (end of stream or shutdown), save the scene detectors'
+        learned references and close the MOT file."""
         for event in self.rules.flush(self.last_frame):
             self._on_event(event)
+        for det in self.scene:
+            try:
+                for sev in det.flush(self.last_frame):
+                    self._on_scene_event(sev)
+            except Exception:  # noqa: BLE001
+                log.exception("camera %s: scene detector %s failed to flush", self.cam.id, det.detector_id)
+        self.scene_states.maybe_save(force=True)
         if self.mot is not None:
             self.mot.close()
             self.mot = None
@@ -283,7 +312,7 @@ class CameraAnalysis:
         loc = (cam.location.lat, cam.location.lon) if cam.location else None
         details: dict = {"max_dwell_s": round(ev.max_dwell_s, 2),
                          "classes": sorted({self._name(c) for c in ev.class_id.tolist()})}
-        loc = self._ground_evidence(ev, details) or loc
+        loc = self._ground_evidence(ev.xyxy, details) or loc
         alert = Alert(
             alert_id=alert_id, type=ev.alert_type, camera_id=cam.id, camera_name=cam.name,
             zone_id=ev.zone_id, rule_id=ev.rule_id, track_ids=ev.track_ids,
@@ -299,15 +328,87 @@ class CameraAnalysis:
                      cam.id, ev.zone_id, list(ev.track_ids), ev.start_time_s, ev.conf, snapshot)
             self.output.emit("alert.created", alert)
 
-    def _ground_evidence(self, ev: RuleEvent, details: dict) -> tuple[float, float] | None:
+    def _on_scene_event(self, ev: SceneEvent) -> None:
+        from baqylau.scene import event_details, write_evidence
+
+        key = (ev.detector_id, ev.situation_id)
+        store = self.output.store
+        if ev.kind != "started":
+            alert_id = self.open_scene.get(key)
+            if alert_id is None:
+                return
+            if ev.kind == "updated":
+                old = store.get(alert_id)
+                details = {**(dict(old.details) if old else {}), **event_details(ev)}
+                for k in ("onset_time_s", "confirmed_time_s", "delay_s"):  # keep the first figures
+                    if old is not None and k in old.details:
+                        details[k] = old.details[k]
+                self.output.emit("alert.updated", store.update(
+                    alert_id, details=details, conf=float(ev.conf),
+                    track_ids=tuple(int(t) for t in ev.track_ids)))
+            else:
+                end_utc = datetime.fromtimestamp(ev.wall_time_s or time.time(), UTC)
+                self.output.emit("alert.ended", store.update(alert_id, end_time_s=ev.time_s, end_utc=end_utc))
+                self.open_scene.pop(key, None)
+            return
+        cam = self.cam
+        rule_key = f"{ev.detector_id}#{ev.situation_id}"
+        alert_id = make_alert_id(cam.id, self.source_key, rule_key, ev.start_time_s)
+        self.counters.alerts += 1
+        if store.get(alert_id) is not None:
+            log.info("camera %s: alert %s (%s) already stored by an earlier run", cam.id, alert_id, ev.alert_type)
+            return
+        self.open_scene[key] = alert_id
+        details = event_details(ev)
+        snapshot = None
+        if ev.frame is not None:
+            labels = [f"{ev.alert_type} {ev.reason} {a:.0f}px" for a in ev.area_px.tolist()]
+            when = datetime.fromtimestamp(ev.wall_time_s, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+            base = self.output.snap_dir / cam.id / alert_id
+            try:
+                snapshot = str(write_snapshot(
+                    base.with_suffix(".jpg"), ev.frame.image, ev.xyxy, labels,
+                    self.zones[ev.zone_id].polygon_px(ev.frame.resolution_wh),
+                    title=f"{cam.id} {ev.alert_type} {ev.zone_id} t={ev.time_s:.1f}s {when}",
+                    jpeg_quality=self.cfg.alerts.snapshot_quality))
+            except OSError as exc:
+                log.error("camera %s: snapshot for %s not written: %s", cam.id, alert_id, exc)
+            details["evidence"] = write_evidence(base, ev, self.cfg.alerts.snapshot_quality)
+        loc = (cam.location.lat, cam.location.lon) if cam.location else None
+        loc = self._ground_evidence(ev.xyxy, details) or loc
+        if self.homography is not None and len(ev.xyxy) and "area_m2" not in details:
+            from calibration.homography import CalibrationError
+
+            areas: list[float | None] = []
+            for x1, y1, x2, y2 in ev.xyxy.tolist():  # the box as a flat patch on the ground
+                try:
+                    areas.append(round(self.homography.area_m2([[x1, y1], [x2, y1], [x2, y2], [x1, y2]]), 3))
+                except CalibrationError:
+                    areas.append(None)
+            details["box_ground_area_m2"] = areas
+        alert = Alert(
+            alert_id=alert_id, type=ev.alert_type, camera_id=cam.id, camera_name=cam.name,
+            zone_id=ev.zone_id, rule_id=ev.detector_id, track_ids=tuple(int(t) for t in ev.track_ids),
+            start_time_s=ev.start_time_s, end_time_s=None,
+            start_utc=datetime.fromtimestamp(ev.wall_time_s - (ev.time_s - ev.start_time_s), UTC), end_utc=None,
+            conf=float(ev.conf), snapshot_path=snapshot, location=loc,
+            xyxy=tuple(tuple(float(v) for v in row) for row in ev.xyxy.tolist()), details=details,
+        )
+        if store.add(alert):
+            self.counters.alerts_new += 1
+            log.info("ALERT %s camera=%s zone=%s reason=%s onset=%.1fs confirmed=%.1fs urgent=%s snapshot=%s",
+                     ev.alert_type, cam.id, ev.zone_id, ev.reason, ev.start_time_s, ev.time_s, ev.urgent, snapshot)
+            self.output.emit("alert.created", alert)
+
+    def _ground_evidence(self, xyxy: np.ndarray, details: dict) -> tuple[float, float] | None:
         """With a calibrated camera, add each box's ground position (bottom-centre, metres in the
         calibration's ground frame) and ground width to ``details``; return the WGS84 position of
         the first box when the calibration has a geographic origin."""
-        if self.homography is None or len(ev.xyxy) == 0:
+        if self.homography is None or len(xyxy) == 0:
             return None
-        anchors = np.stack([(ev.xyxy[:, 0] + ev.xyxy[:, 2]) / 2, ev.xyxy[:, 3]], axis=1)
+        anchors = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3]], axis=1)
         ground = self.homography.img_to_ground(anchors)
-        widths = self.homography.size_m(ev.xyxy)[:, 0]
+        widths = self.homography.size_m(xyxy)[:, 0]
         def num(v: float) -> float | None:  # NaN (above the horizon) is not JSON
             return round(float(v), 2) if np.isfinite(v) else None
 

@@ -21,12 +21,13 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from baqylau.config import CalibrationConfig, CameraConfig, ConfigError, load_config
+from baqylau.config import CalibrationConfig, CameraConfig, ConfigError, SceneDetectorConfig, load_config
 from calibration import CalibrationError, GroundPoint, Homography, Zone, ZoneError, fit_homography
 from ingest.errors import BaqylauError, SourceError, SourceTimeoutError
 
@@ -264,14 +265,16 @@ def _draw_grid(img: np.ndarray, hom: Homography) -> None:
 
 
 def render_overlay(image: np.ndarray, zones: list[Zone], hom: Homography | None,
-                   cal: CalibrationConfig | None) -> np.ndarray:
-    """Draw zones, the ground grid, calibration points and depth markers on a copy of ``image``.
+                   cal: CalibrationConfig | None, scene: Sequence[SceneDetectorConfig] = ()) -> np.ndarray:
+    """Draw zones, the ground grid, calibration points, depth markers and bin rim lines on a
+    copy of ``image``.
 
     Args:
         image: `(H, W, 3)` uint8 BGR snapshot; not modified.
         zones: The camera's zones.
         hom: The fitted homography, or None.
         cal: The calibration section (depth markers), or None.
+        scene: The camera's scene detectors (their rim lines are drawn, their ids labelled).
 
     Returns:
         `(H, W, 3)` uint8 BGR overlay.
@@ -303,6 +306,17 @@ def render_overlay(image: np.ndarray, zones: list[Zone], hom: Homography | None,
         for p, z_m in zip(pts, m.height_m):
             cv2.circle(out, _ipt(p), 4, (255, 0, 255), -1, cv2.LINE_AA)
             _label(out, f"{m.id} {z_m:g} m", (_ipt(p)[0] + 6, _ipt(p)[1] + 4), (255, 0, 255))
+    by_id = {z.zone_id: z for z in zones}
+    for d in scene:
+        zone = by_id.get(d.zone)
+        if zone is None:
+            continue
+        poly = zone.polygon_px((w, h))
+        _label(out, f"[{d.type}: {d.id}]", (int(poly[:, 0].min()) + 4, int(poly[:, 1].max()) - 6), (0, 255, 255))
+        if d.rim_line:
+            rim = np.asarray(d.rim_line, np.float64) * ([w, h] if zone.units == "norm" else [1, 1])
+            cv2.line(out, _ipt(rim[0]), _ipt(rim[1]), (0, 255, 255), 2, cv2.LINE_AA)
+            _label(out, f"{d.id} rim", (_ipt(rim[0])[0], _ipt(rim[0])[1] - 6), (0, 255, 255))
     return out
 
 
@@ -360,10 +374,22 @@ def check_camera(cam: CameraConfig, data_dir: str, out_dir: Path) -> tuple[bool,
                     parts.append(f"calibration point {i} {p.image_px} outside the {wh[0]}x{wh[1]} image")
     else:
         parts.append("no homography")
+    if wh is not None and cal is not None:
+        for m in cal.depth_markers:
+            if any(not (0 <= x <= wh[0] and 0 <= y <= wh[1]) for x, y in m.points_px):
+                problems.append(f"depth marker {m.id} outside the image")
+                parts.append(f"depth marker {m.id} has points outside the {wh[0]}x{wh[1]} image")
+    if cam.scene:
+        state_dir = Path(data_dir) / "scene" / cam.id
+        saved = [p.name for p in state_dir.glob("*.npz")] if state_dir.is_dir() else []
+        parts.append("scene: " + ", ".join(
+            f"{d.id} ({d.type} on {d.zone}, "
+            f"{'reference learned' if any(n.startswith(d.id + '-') for n in saved) else 'not learned yet'})"
+            for d in cam.scene))
     if image is not None:
         out = out_dir / f"{cam.id}-check.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        if cv2.imwrite(str(out), render_overlay(image, zones, hom, cal)):
+        if cv2.imwrite(str(out), render_overlay(image, zones, hom, cal, cam.scene)):
             parts.append(f"overlay {out}")
         else:
             problems.append("overlay not written")

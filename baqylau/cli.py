@@ -165,11 +165,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     from baqylau.analysis import configured_class_names, rule_class_problems
 
-    problems = rule_class_problems(cfg, configured_class_names(cfg))
+    from baqylau.scene import scene_problems
+
+    problems = rule_class_problems(cfg, configured_class_names(cfg)) + scene_problems(cfg)
     if problems:
         raise ConfigError(args.config, problems)
     print(f"{args.config}: OK, {len(cfg.cameras)} camera(s), "
-          f"{sum(len(c.zones) for c in cfg.cameras)} zone(s), {sum(len(c.rules) for c in cfg.cameras)} rule(s)")
+          f"{sum(len(c.zones) for c in cfg.cameras)} zone(s), {sum(len(c.rules) for c in cfg.cameras)} rule(s), "
+          f"{sum(len(c.scene) for c in cfg.cameras)} scene detector(s)")
     return 0
 
 

@@ -200,6 +200,54 @@ class CalibrationConfig(_Model):
         return self
 
 
+class SceneModelConfig(_Model):
+    """An optional ONNX model of a scene detector: a bin-crop classifier (``bin_overflow``) or a
+    segmentation model with a water class (``flooding``). A site trains and exports its own."""
+
+    model_path: str = Field(min_length=1, description="ONNX file; relative to the config file.")
+    threshold: float = Field(0.5, ge=0, le=1, description="Score at or above which the model says yes.")
+    input_size: tuple[int, int] | None = Field(
+        None, description="[width, height] the model takes; null = read from the model.")
+    positive_index: int = Field(
+        1, ge=0, description="Output index of the positive class (overflowing bin / water).")
+
+
+class SceneDetectorConfig(_Model):
+    """One scene detector on one zone (``bin_overflow``, ``littering`` or ``flooding``).
+
+    ``littering`` raises ``littering`` for small objects and ``illegal_dumping`` for large ones.
+    ``settings`` and ``scene_change`` hold the detector's thresholds (the fields of its config
+    class and of ``detectors.scene_change.SceneChangeConfig``; see their docstrings for the
+    trade-off each controls); unknown names are reported by ``baqylau config check``.
+    """
+
+    id: str = Field(pattern=_ID_RE, description="Detector id, unique within the camera.")
+    type: Literal["bin_overflow", "littering", "flooding"]
+    zone: str = Field(description="Zone watched: the bin, the pavement, the road.")
+    around_zone: str | None = Field(None, description="bin_overflow: the ground around the bin.")
+    rim_line: list[tuple[float, float]] | None = Field(
+        None, min_length=2, max_length=2,
+        description="bin_overflow: two points of the bin's rim, in the zone's units; "
+                    "null = the top of the bin zone.")
+    depth_markers: list[str] = Field(
+        default_factory=list, description="flooding: ids of the camera's calibration depth markers.")
+    model: SceneModelConfig | None = Field(None, description="Optional ONNX classifier / water segmenter.")
+    settings: dict[str, float | int | bool] = Field(
+        default_factory=dict, description="Detector thresholds, e.g. {persistence_s: 120}.")
+    scene_change: dict[str, float | int | bool] = Field(
+        default_factory=dict, description="Shared mechanism thresholds, e.g. {learn_s: 60, fg_threshold: 30}.")
+
+    @model_validator(mode="after")
+    def _fields_fit_type(self) -> SceneDetectorConfig:
+        if self.type != "bin_overflow" and (self.around_zone or self.rim_line):
+            raise ValueError(f"around_zone and rim_line are for bin_overflow, not {self.type}")
+        if self.type != "flooding" and self.depth_markers:
+            raise ValueError(f"depth_markers are for flooding, not {self.type}")
+        if self.type == "littering" and self.model is not None:
+            raise ValueError("littering takes no model")
+        return self
+
+
 class CameraConfig(CameraSettings):
     """One camera."""
 
@@ -212,6 +260,8 @@ class CameraConfig(CameraSettings):
     rules: list[RuleConfig] = Field(default_factory=list)
     calibration: CalibrationConfig | None = Field(
         None, description="Image-to-ground homography points and depth markers; null = uncalibrated.")
+    scene: list[SceneDetectorConfig] = Field(
+        default_factory=list, description="Scene detectors: bin_overflow, littering, flooding.")
 
     @field_validator("url")
     @classmethod
@@ -233,6 +283,18 @@ class CameraConfig(CameraSettings):
         for r in self.rules:
             if r.zone not in ids:
                 raise ValueError(f"rule {r.id!r} refers to unknown zone {r.zone!r} (zones: {ids})")
+        sids = [d.id for d in self.scene]
+        if len(set(sids)) != len(sids) or set(sids) & set(rids):
+            raise ValueError("scene detector ids must be unique and differ from rule ids")
+        markers = [m.id for m in self.calibration.depth_markers] if self.calibration else []
+        for d in self.scene:
+            for ref in (d.zone, d.around_zone):
+                if ref is not None and ref not in ids:
+                    raise ValueError(f"scene detector {d.id!r} refers to unknown zone {ref!r} (zones: {ids})")
+            for m in d.depth_markers:
+                if m not in markers:
+                    raise ValueError(f"scene detector {d.id!r} refers to unknown depth marker {m!r} "
+                                     f"(calibration.depth_markers: {markers})")
         return self
 
 
@@ -295,6 +357,10 @@ class RuntimeConfig(_Model):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve Prometheus metrics on this port; null = off.")
     metrics_addr: str = Field("127.0.0.1", description="Address the metrics server binds to.")
+    scene_save_interval_s: float = Field(
+        300.0, gt=0, le=86400,
+        description="How often the scene detectors' learned clean references are saved under "
+                    "data_dir/scene/ (also at shutdown), wall-clock s.")
 
 
 class Config(_Model):
@@ -469,5 +535,9 @@ def load_config(path: str | Path) -> Config:
         "tracker": cfg.tracker.model_copy(update={
             "mot_dir": _resolve_path(cfg.tracker.mot_dir, base) if cfg.tracker.mot_dir else None,
         }),
-        "cameras": [c.model_copy(update={"url": _resolve_path(c.url, base)}) for c in cfg.cameras],
+        "cameras": [c.model_copy(update={
+            "url": _resolve_path(c.url, base),
+            "scene": [d.model_copy(update={"model": d.model.model_copy(update={
+                "model_path": _resolve_path(d.model.model_path, base)})}) if d.model else d for d in c.scene],
+        }) for c in cfg.cameras],
     })

@@ -396,7 +396,9 @@ class Supervisor:
     def __init__(self, cfg: Config, until_eof: bool = False) -> None:
         self.cfg = cfg
         self.until_eof = until_eof
-        problems = rule_class_problems(cfg, configured_class_names(cfg))
+        from baqylau.scene import scene_problems
+
+        problems = rule_class_problems(cfg, configured_class_names(cfg)) + scene_problems(cfg)
         if problems:
             raise ConfigError("configuration", problems)
         self.ctx = mp.get_context("spawn")

@@ -85,7 +85,9 @@ class Pipeline:
         self.until_eof = until_eof
         self.stop_event = threading.Event()
         self.detector = detector or build_detector(cfg)
-        problems = rule_class_problems(cfg, self.detector.class_names)
+        from baqylau.scene import scene_problems
+
+        problems = rule_class_problems(cfg, self.detector.class_names) + scene_problems(cfg)
         if problems:
             raise ConfigError("configuration", problems)
         log.info("detector %s on %s (batch up to %d)", self.detector.name, self.detector.provider,

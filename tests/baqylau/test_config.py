@@ -105,3 +105,68 @@ def test_cli_prints_one_line_per_problem_without_traceback(tmp_path, name, text,
     assert "Traceback" not in proc.stderr
     assert "invalid configuration" in proc.stderr
     assert needles[0] in proc.stderr
+
+
+SCENE_CAMERA = """
+cameras:
+  - id: street
+    url: street.mp4
+    zones:
+      - {id: bin, units: px, points: [[10, 10], [60, 10], [60, 80], [10, 80]]}
+      - {id: bin-ground, units: px, points: [[0, 60], [90, 60], [90, 100], [0, 100]]}
+      - {id: road, units: norm, points: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}
+    calibration:
+      points:
+        - {image_px: [0, 100], ground_m: [0, 0]}
+        - {image_px: [100, 100], ground_m: [5, 0]}
+        - {image_px: [100, 50], ground_m: [5, 10]}
+        - {image_px: [0, 50], ground_m: [0, 10]}
+      depth_markers:
+        - {id: kerb, points_px: [[50, 95], [50, 90]], height_m: [0.05, 0.15]}
+    scene:
+"""
+
+
+def test_scene_detectors_parse_and_check(tmp_path):
+    from baqylau.scene import scene_problems
+
+    p = write(tmp_path, SCENE_CAMERA + """
+      - {id: bin-1, type: bin_overflow, zone: bin, around_zone: bin-ground, rim_line: [[10, 20], [60, 20]],
+         settings: {persistence_s: 90}, scene_change: {learn_s: 30}}
+      - {id: litter, type: littering, zone: road}
+      - {id: flood, type: flooding, zone: road, depth_markers: [kerb],
+         model: {model_path: models/water.onnx, input_size: [512, 256], positive_index: 3}}
+""")
+    cfg = load_config(p)
+    scene = cfg.cameras[0].scene
+    assert [d.type for d in scene] == ["bin_overflow", "littering", "flooding"]
+    assert scene[2].model.model_path == str(tmp_path / "models" / "water.onnx")
+    assert scene_problems(cfg) == []
+
+
+@pytest.mark.parametrize("entry,needle", [
+    ("{id: b, type: bin_overflow, zone: nowhere}", "unknown zone 'nowhere'"),
+    ("{id: f, type: flooding, zone: road, depth_markers: [pole]}", "unknown depth marker 'pole'"),
+    ("{id: l, type: littering, zone: road, depth_markers: [kerb]}", "depth_markers are for flooding"),
+    ("{id: b, type: bin_overflow, zone: bin, rim_line: [[1, 2]]}", "rim_line"),
+    ("{id: b, type: bins, zone: bin}", "scene[0].type"),
+])
+def test_bad_scene_detector_names_the_problem(tmp_path, entry, needle):
+    p = write(tmp_path, SCENE_CAMERA + f"      - {entry}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert any(needle in line for line in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize("entry,needle", [
+    ("{id: l, type: littering, zone: road, settings: {wait_seconds: 3}}", "settings.wait_seconds: unknown setting"),
+    ("{id: l, type: littering, zone: road, scene_change: {learn: 3}}", "scene_change.learn: unknown setting"),
+    ("{id: f, type: flooding, zone: road, settings: {persistence_s: -5}}", "scene[0]"),
+])
+def test_bad_scene_settings_are_reported_by_config_check(tmp_path, entry, needle):
+    p = write(tmp_path, SCENE_CAMERA + f"      - {entry}\n")
+    proc = subprocess.run([sys.executable, "-m", "baqylau", "config", "check", str(p)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2, proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr, proc.stderr
