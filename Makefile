@@ -40,6 +40,8 @@ system-deps:
 	fi
 
 demo: install
+	$(BIN)/python benchmarks/demo_clip.py var/demo/staged-street.mp4 || \
+	  echo "staged clip not written (it needs ../shared); camera staged-street will report it missing"
 	$(BIN)/baqylau run configs/demo.yaml --until-eof --summary-json var/demo/summary.json
 	$(BIN)/baqylau alerts list --config configs/demo.yaml
 

@@ -237,8 +237,10 @@ class CameraAnalysis:
         from baqylau.scene import SceneStates, build_scene_detectors
 
         self.scene = build_scene_detectors(cam, self.zones, self.homography)
+        restore = cfg.runtime.scene_restore == "always" or (
+            cfg.runtime.scene_restore == "auto" and is_live_url(cam.url))
         self.scene_states = SceneStates(Path(cfg.data_dir) / "scene" / cam.id, self.scene,
-                                        cfg.runtime.scene_save_interval_s)
+                                        cfg.runtime.scene_save_interval_s, restore)
         self.open_scene: dict[tuple[str, int], str] = {}  # (detector_id, situation_id) -> alert_id
 
     def process(self, frame: Frame, dets: Detections) -> None:

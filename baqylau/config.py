@@ -361,6 +361,10 @@ class RuntimeConfig(_Model):
         300.0, gt=0, le=86400,
         description="How often the scene detectors' learned clean references are saved under "
                     "data_dir/scene/ (also at shutdown), wall-clock s.")
+    scene_restore: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Restore saved clean references at start: auto = for live streams only (a file "
+                    "replays from its beginning, so the state saved at its end does not fit), always, never.")
 
 
 class Config(_Model):

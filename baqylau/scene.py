@@ -158,14 +158,16 @@ class SceneStates:
         directory: ``data_dir/scene/<camera id>``.
         detectors: The camera's scene detectors.
         interval_s: Wall-clock seconds between saves.
+        restore: Whether to load saved references now.
     """
 
-    def __init__(self, directory: Path, detectors: list[SceneDetector], interval_s: float) -> None:
+    def __init__(self, directory: Path, detectors: list[SceneDetector], interval_s: float,
+                 restore: bool = True) -> None:
         self.directory = directory
         self.detectors = detectors
         self.interval_s = interval_s
         self._next = time.monotonic() + interval_s
-        for det in detectors:
+        for det in detectors if restore else []:
             try:
                 if det.load_state(directory):
                     log.info("scene detector %s: learned reference restored from %s", det.detector_id, directory)

@@ -25,7 +25,11 @@ Simplifications and additions to the paper, each documented where it happens:
   reported once it has been static for ``persistence_s`` and forgotten only after it has been
   absent for ``clear_s``.
 - A **clean reference** per zone (what operators see as "before"): after a learning period of
-  ``learn_s`` the long-term model is copied; the copy is refreshed whenever the zone has been
+  ``learn_s`` it is the per-pixel temporal median of :data:`LEARN_SAMPLES` frames sampled over
+  that period with people masked out (the classic median background, e.g. Cucchiara et al.,
+  "Detecting moving objects, ghosts and shadows in video streams", IEEE TPAMI 2003), which
+  also restarts the long-term model without ghosts of people the detector missed; later it is
+  a copy of the long-term model, the copy is refreshed whenever the zone has been
   free of static candidates for another ``learn_s`` and the caller holds no open situation
   (``hold_reference``), so rubbish the long-term model slowly absorbs never becomes "clean".
   Differences to the clean reference are computed after a robust grey gain/offset fit (two
@@ -47,6 +51,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +81,11 @@ MIN_NORM_PIXELS = 100
 #: Share of the zone that must have been seen without people/vehicles in front before learning
 #: can end; lower ends learning sooner on busy scenes but leaves holes filled by the first frame.
 MIN_SEEN_SHARE = 0.9
+
+#: Frames kept during the learning period for the temporal-median background (one every
+#: ``learn_s / LEARN_SAMPLES`` s). More rejects people who linger longer, at more memory
+#: (each sample is the zone crop, at most ``max_roi_width_px`` wide, uint8) while learning.
+LEARN_SAMPLES = 12
 
 #: Version of the on-disk model format written by :meth:`ZoneSceneChange.save`.
 STATE_VERSION = 1
@@ -381,6 +391,8 @@ class ZoneSceneChange:
         self._regions: list[_Region] = []
         self._last_s: float | None = None
         self._observed_s = 0.0  # stream seconds watched (learning progress)
+        self._samples: list[tuple[np.ndarray, np.ndarray]] = []  # learning: (small uint8, masked)
+        self._next_sample_s = 0.0
         self._quiet_s = 0.0  # stream seconds without static candidates since the last clean refresh
         self._resolution_wh = (w, h)
         log.debug("zone %s camera %s: roi %s scale %.3f", self.zone.zone_id, frame.camera_id,
@@ -562,8 +574,13 @@ class ZoneSceneChange:
             self._regions = []
             protect = np.zeros(cand.shape, bool)
             self._observed_s += dt
+            if self._observed_s >= self._next_sample_s:
+                self._samples.append((np.clip(small, 0, 255).astype(np.uint8), masked.copy()))
+                self._samples = self._samples[-2 * LEARN_SAMPLES:]
+                self._next_sample_s = self._observed_s + cfg.learn_s / LEARN_SAMPLES
             seen_share = float((self._seen & self._zone).sum() / self._zone_area)
             if self._observed_s >= cfg.learn_s and seen_share >= MIN_SEEN_SHARE:
+                self._long = self._median_background()
                 self._clean = self._long.copy()
                 self._quiet_s = 0.0
                 log.info("zone %s camera %s: clean reference learned over %.0f s", self.zone.zone_id,
@@ -593,6 +610,22 @@ class ZoneSceneChange:
         if self._clean is None:
             return self._state(frame, now, np.zeros_like(self._zone), shift, small, hidden, None)
         return self._state(frame, now, self._candidate, shift, small, hidden, saturated)
+
+    def _median_background(self) -> np.ndarray:
+        """Per-pixel temporal median of the learning samples, people masked out (NaN); pixels
+        never seen unmasked keep the running long-term model. Robust to passers-by and to people
+        the object detector missed, unless they stood still for half the learning period."""
+        samples, self._samples = self._samples, []
+        if len(samples) < 3:
+            return self._long
+        stack = np.stack([im for im, _ in samples]).astype(np.float32)
+        stack[np.stack([m for _, m in samples])] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: handled below
+            median = np.nanmedian(stack, axis=0)
+        holes = np.isnan(median)
+        median[holes] = self._long[holes]
+        return median.astype(np.float32)
 
     def _track(self, cand: np.ndarray, now: float) -> np.ndarray:
         """Match connected static regions to known ones; return pixels to keep out of long-term."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.conftest import MODELS, REPO, VIDEOS, need
+from tests.conftest import MODELS, REPO, SHARED, VIDEOS, need
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,12 @@ def demo_runs(tmp_path_factory):
     need(VIDEOS / "opencv-samples" / "vtest.avi")
     need(MODELS / "yolox-nano-coco" / "yolox_nano.onnx")
     data = tmp_path_factory.mktemp("demo")
-    env = {"BAQYLAU_DATA": str(data), "BAQYLAU_SAMPLES": str(VIDEOS), "BAQYLAU_MODELS": str(MODELS)}
+    staged = data / "staged-street.mp4"
+    made = subprocess.run([sys.executable, "benchmarks/demo_clip.py", str(staged)], capture_output=True,
+                          text=True, cwd=REPO, timeout=300, env={**os.environ, "BAQYLAU_SHARED": str(SHARED)})
+    assert made.returncode == 0, made.stderr[-2000:]
+    env = {"BAQYLAU_DATA": str(data), "BAQYLAU_SAMPLES": str(VIDEOS), "BAQYLAU_MODELS": str(MODELS),
+           "BAQYLAU_STAGED": str(staged)}
     summaries = []
     for i in range(2):
         out = data / f"summary{i}.json"
@@ -43,7 +48,7 @@ def demo_runs(tmp_path_factory):
 
 def test_demo_gives_alerts_with_snapshots_on_every_camera(demo_runs):
     (first, _second), alerts, _data = demo_runs
-    assert set(first) == {"square", "hall", "parking-lot"}
+    assert set(first) == {"square", "hall", "parking-lot", "staged-street"}
     for cid, s in first.items():
         for key in ("frames_decoded", "frames_analysed", "detections", "tracks", "alerts", "decode_errors"):
             assert isinstance(s[key], int), (cid, key)
@@ -55,6 +60,55 @@ def test_demo_gives_alerts_with_snapshots_on_every_camera(demo_runs):
         img = cv2.imread(a["snapshot_path"])
         assert img is not None and img.ndim == 3, a["snapshot_path"]
         assert a["end_utc"] is not None, "every situation is closed at end of stream"
+
+
+def test_staged_camera_raises_each_scene_alert_once_with_evidence(demo_runs):
+    (first, _), alerts, _data = demo_runs
+    staged = [a for a in alerts if a["camera_id"] == "staged-street"]
+    assert sorted(a["type"] for a in staged) == ["bin_overflow", "flooding", "littering"], staged
+    by_type = {a["type"]: a for a in staged}
+    litter = by_type["littering"]
+    assert len(litter["track_ids"]) == 1 and 30.0 <= litter["start_time_s"] <= 33.0
+    assert litter["details"]["route"] == "police" and 0.05 < litter["details"]["area_m2"] < 0.5
+    assert by_type["bin_overflow"]["details"]["route"] == "ticketing"
+    assert by_type["bin_overflow"]["start_time_s"] >= 40.0
+    flood = by_type["flooding"]
+    assert flood["start_time_s"] >= 75.0 and flood["details"]["covered_share"] > 0.25
+    assert "kerb-east" in flood["details"]["markers_submerged"]
+    for a in staged:
+        assert a["location"] is not None and a["details"]["ground_m"], a
+        evidence = a["details"]["evidence"]
+        for key in ("before", "after"):
+            before = cv2.imread(evidence[key])
+            assert before is not None and before.ndim == 3, (a["type"], key)
+    person = cv2.imread(litter["details"]["evidence"]["person"])
+    assert person is not None and person.shape[0] > person.shape[1]  # a standing person
+    saved = sorted(p.name for p in (_data / "scene" / "staged-street").glob("*.npz"))
+    assert [n.split("-")[0] for n in saved if not n.endswith(".texture.npz")] == ["bin", "flood", "litter"], saved
+
+
+def test_learned_scene_reference_is_restored_after_a_restart(tmp_path):
+    clip = need(VIDEOS / "intel-sample-videos" / "car-detection.mp4")
+    cfg = tmp_path / "restart.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        data_dir: {tmp_path / 'data'}
+        detector: {{kind: motion}}
+        runtime: {{scene_restore: always}}
+        cameras:
+          - id: lot
+            url: {clip}
+            analysis_fps: 5
+            zones: [{{id: east, units: norm, points: [[0.65, 0.1], [1, 0.1], [1, 1], [0.65, 1]]}}]
+            scene:
+              - {{id: litter-east, type: littering, zone: east, scene_change: {{learn_s: 5}}}}
+        """))
+    first = run_cli("run", str(cfg), "--until-eof", timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "clean reference learned" in first.stderr and "restored" not in first.stderr
+    assert (tmp_path / "data" / "scene" / "lot" / "litter-east-east.npz").is_file()
+    second = run_cli("run", str(cfg), "--until-eof", timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "clean reference restored" in second.stderr and "clean reference learned" not in second.stderr
 
 
 def test_demo_frame_counts_match_the_clips(demo_runs):
