@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip
 HEADLESS_FIX = $(PIP) uninstall -q -y opencv-python >/dev/null 2>&1 || true; \
 	$(PIP) install -q --force-reinstall --no-deps "opencv-python-headless>=4.10,<6"
 
-.PHONY: demo test install install-test system-deps bench bench-ingest clean
+.PHONY: demo test install install-test system-deps bench bench-ingest bench-scene clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench: install-test system-deps
 
 bench-ingest: install-test system-deps
 	$(BIN)/python benchmarks/ingest.py --json
+
+bench-scene: install-test
+	$(BIN)/python benchmarks/scene.py --json
 
 clean:
 	rm -rf var .pytest_cache
