@@ -41,10 +41,12 @@ def two_camera_config(tmp: Path, workers: int, extra: str = "", realtime: bool =
             url: {hall}
             zones: [{{id: table, units: norm, points: [[0.40, 0.62], [0.78, 0.62], [0.78, 1.0], [0.40, 1.0]]}}]
             rules: [{{id: at-table, type: person_in_zone, zone: table, classes: [person], min_duration_s: 3}}]
+            scene: [{{id: litter-table, type: littering, zone: table, scene_change: {{learn_s: 5}}}}]
           - id: lot
             url: {lot}
             zones: [{{id: bays, units: norm, points: [[0, 0.1], [0.65, 0.1], [0.65, 1], [0, 1]]}}]
             rules: [{{id: in-bays, type: vehicle_in_zone, zone: bays, min_duration_s: 1.5}}]
+            scene: [{{id: flood-bays, type: flooding, zone: bays, scene_change: {{learn_s: 5}}}}]
         """))
     return cfg
 
@@ -61,6 +63,8 @@ def test_processes_give_the_same_alerts_as_one_process(tmp_path):
         results[workers] = (json.loads(out.read_text()), listed, proc.stderr)
     (one, alerts_one, _), (multi, alerts_multi, err) = results[0], results[2]
     assert "started decode-0" in err and "started decode-1" in err and "started inference" in err
+    assert "scene detector" not in err or "failed" not in err  # scene detectors ran in both layouts
+    assert err.count("clean reference learned") == 2
     for cid in ("hall", "lot"):
         for key in ("frames_decoded", "frames_analysed", "detections", "tracks", "alerts"):
             assert multi[cid][key] == one[cid][key], (cid, key, one[cid], multi[cid])
