@@ -223,7 +223,7 @@ class CameraAnalysis:
         self.mot = MotWriter(Path(tc.mot_dir) / f"{cam.id}.txt") if tc.mot_dir else None
         self.source_key = source_key(cam.url)
         self.homography = None
-        if cam.calibration is not None:
+        if cam.calibration is not None and cam.calibration.points:
             from baqylau.calibrate_cmd import camera_homography
             from calibration.homography import CalibrationError
 
@@ -273,10 +273,18 @@ class CameraAnalysis:
         learned references and close the MOT file."""
         for event in self.rules.flush(self.last_frame):
             self._on_event(event)
+        from baqylau.scene import still_learning
+
         for det in self.scene:
+            if still_learning(det):
+                learn_s = getattr(getattr(det, "config", None), "scene", None)
+                log.warning("camera %s: scene detector %s never finished learning its clean reference "
+                            "(learn_s %s of stream time, plus 90%% of the zone seen without people), so it "
+                            "could report nothing; give it a longer stream or a shorter scene_change.learn_s",
+                            self.cam.id, det.detector_id, getattr(learn_s, "learn_s", "?"))
             try:
                 for sev in det.flush(self.last_frame):
-                    self._on_scene_event(sev)
+                    self._on_scene_event(sev, end_reason="end_of_stream")
             except Exception:  # noqa: BLE001
                 log.exception("camera %s: scene detector %s failed to flush", self.cam.id, det.detector_id)
         self.scene_states.maybe_save(force=True)
@@ -330,7 +338,7 @@ class CameraAnalysis:
                      cam.id, ev.zone_id, list(ev.track_ids), ev.start_time_s, ev.conf, snapshot)
             self.output.emit("alert.created", alert)
 
-    def _on_scene_event(self, ev: SceneEvent) -> None:
+    def _on_scene_event(self, ev: SceneEvent, end_reason: str = "cleared") -> None:
         from baqylau.scene import event_details, write_evidence
 
         key = (ev.detector_id, ev.situation_id)
@@ -342,15 +350,19 @@ class CameraAnalysis:
             if ev.kind == "updated":
                 old = store.get(alert_id)
                 details = {**(dict(old.details) if old else {}), **event_details(ev)}
-                for k in ("onset_time_s", "confirmed_time_s", "delay_s"):  # keep the first figures
+                for k in ("onset_time_s", "confirmed_time_s", "delay_s", "reason"):  # keep the first figures
                     if old is not None and k in old.details:
                         details[k] = old.details[k]
+                details["latest_reason"] = ev.reason
                 self.output.emit("alert.updated", store.update(
                     alert_id, details=details, conf=float(ev.conf),
                     track_ids=tuple(int(t) for t in ev.track_ids)))
             else:
                 end_utc = datetime.fromtimestamp(ev.wall_time_s or time.time(), UTC)
-                self.output.emit("alert.ended", store.update(alert_id, end_time_s=ev.time_s, end_utc=end_utc))
+                old = store.get(alert_id)
+                details = {**(dict(old.details) if old else {}), "end_reason": end_reason}
+                self.output.emit("alert.ended", store.update(alert_id, end_time_s=ev.time_s, end_utc=end_utc,
+                                                             details=details))
                 self.open_scene.pop(key, None)
             return
         cam = self.cam

@@ -176,6 +176,8 @@ def camera_homography(cal: CalibrationConfig) -> Homography:
     Raises:
         CalibrationError: When the points are degenerate or the fit fails.
     """
+    if not cal.points:
+        raise CalibrationError("no calibration points (depth markers only): no homography")
     pairs = [GroundPoint(p.image_px, lat=p.lat, lon=p.lon,
                          x_m=p.ground_m[0] if p.ground_m else None, y_m=p.ground_m[1] if p.ground_m else None)
              for p in cal.points]
@@ -232,6 +234,8 @@ def _ipt(p: np.ndarray) -> tuple[int, int]:
 
 
 def _label(img: np.ndarray, text: str, at: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    at = (min(max(at[0], 2), img.shape[1] - tw - 2), min(max(at[1], th + 2), img.shape[0] - 3))  # keep it readable
     cv2.putText(img, text, at, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(img, text, at, cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
 
@@ -265,7 +269,8 @@ def _draw_grid(img: np.ndarray, hom: Homography) -> None:
 
 
 def render_overlay(image: np.ndarray, zones: list[Zone], hom: Homography | None,
-                   cal: CalibrationConfig | None, scene: Sequence[SceneDetectorConfig] = ()) -> np.ndarray:
+                   cal: CalibrationConfig | None, scene: Sequence[SceneDetectorConfig] = (),
+                   learned: dict[str, bool] | None = None) -> np.ndarray:
     """Draw zones, the ground grid, calibration points, depth markers and bin rim lines on a
     copy of ``image``.
 
@@ -275,6 +280,7 @@ def render_overlay(image: np.ndarray, zones: list[Zone], hom: Homography | None,
         hom: The fitted homography, or None.
         cal: The calibration section (depth markers), or None.
         scene: The camera's scene detectors (their rim lines are drawn, their ids labelled).
+        learned: Per scene detector id, whether its clean reference is saved; ``None`` = unknown.
 
     Returns:
         `(H, W, 3)` uint8 BGR overlay.
@@ -312,7 +318,9 @@ def render_overlay(image: np.ndarray, zones: list[Zone], hom: Homography | None,
         if zone is None:
             continue
         poly = zone.polygon_px((w, h))
-        _label(out, f"[{d.type}: {d.id}]", (int(poly[:, 0].min()) + 4, int(poly[:, 1].max()) - 6), (0, 255, 255))
+        cx, cy = _ipt(poly.mean(axis=0))
+        state = "" if learned is None else (" learned" if learned.get(d.id) else " learning")
+        _label(out, f"[{d.type}: {d.id}{state}]", (cx - 40, cy + 18), (0, 255, 255))
         if d.rim_line:
             rim = np.asarray(d.rim_line, np.float64) * ([w, h] if zone.units == "norm" else [1, 1])
             cv2.line(out, _ipt(rim[0]), _ipt(rim[1]), (0, 255, 255), 2, cv2.LINE_AA)
@@ -351,7 +359,9 @@ def check_camera(cam: CameraConfig, data_dir: str, out_dir: Path) -> tuple[bool,
     parts = [f"zones OK ({len(zones)})" if not zone_problems else f"zones: {'; '.join(zone_problems)}"]
     hom = None
     cal = cam.calibration
-    if cal is not None:
+    if cal is not None and not cal.points:
+        parts.append("no homography (depth markers only)")
+    elif cal is not None:
         try:
             hom = camera_homography(cal)
         except CalibrationError as exc:
@@ -379,17 +389,26 @@ def check_camera(cam: CameraConfig, data_dir: str, out_dir: Path) -> tuple[bool,
             if any(not (0 <= x <= wh[0] and 0 <= y <= wh[1]) for x, y in m.points_px):
                 problems.append(f"depth marker {m.id} outside the image")
                 parts.append(f"depth marker {m.id} has points outside the {wh[0]}x{wh[1]} image")
+    learned: dict[str, bool] = {}
     if cam.scene:
         state_dir = Path(data_dir) / "scene" / cam.id
         saved = [p.name for p in state_dir.glob("*.npz")] if state_dir.is_dir() else []
+        learned = {d.id: any(n.startswith(d.id + "-") for n in saved) for d in cam.scene}
         parts.append("scene: " + ", ".join(
-            f"{d.id} ({d.type} on {d.zone}, "
-            f"{'reference learned' if any(n.startswith(d.id + '-') for n in saved) else 'not learned yet'})"
+            f"{d.id} ({d.type} on {d.zone}, {'reference learned' if learned[d.id] else 'not learned yet'})"
             for d in cam.scene))
+        for j, d in enumerate(cam.scene):
+            if d.rim_line and wh is not None:
+                zone = next((z for z in zones if z.zone_id == d.zone), None)
+                scale = np.array(wh, np.float64) if zone is not None and zone.units == "norm" else 1.0
+                rim = np.asarray(d.rim_line, np.float64) * scale
+                if ((rim < 0) | (rim > np.array(wh))).any():
+                    problems.append(f"scene[{j}] rim line outside the image")
+                    parts.append(f"scene[{j}] ({d.id}).rim_line {d.rim_line} is outside the {wh[0]}x{wh[1]} image")
     if image is not None:
         out = out_dir / f"{cam.id}-check.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        if cv2.imwrite(str(out), render_overlay(image, zones, hom, cal, cam.scene)):
+        if cv2.imwrite(str(out), render_overlay(image, zones, hom, cal, cam.scene, learned)):
             parts.append(f"overlay {out}")
         else:
             problems.append("overlay not written")

@@ -187,10 +187,19 @@ class CalibrationConfig(_Model):
     origin: Location | None = Field(
         None, description="WGS84 origin of the local ground frame; default the first lat/lon point.")
     points: list[CalibrationPointConfig] = Field(
-        min_length=4, description="At least 4 image-to-ground pairs spread over the ground, no three on a line.")
+        default_factory=list,
+        description="At least 4 image-to-ground pairs spread over the ground, no three on a line; "
+                    "empty = no homography (depth markers alone need none).")
     depth_markers: list[DepthMarkerConfig] = Field(default_factory=list)
     max_reprojection_error_m: float = Field(
         1.0, gt=0, description="Largest accepted ground error of any point after the fit, metres.")
+
+    @field_validator("points")
+    @classmethod
+    def _four_or_none(cls, v: list[CalibrationPointConfig]) -> list[CalibrationPointConfig]:
+        if 0 < len(v) < 4:
+            raise ValueError(f"a homography needs at least 4 points, got {len(v)} (or none, for depth markers only)")
+        return v
 
     @model_validator(mode="after")
     def _unique_markers(self) -> CalibrationConfig:
@@ -232,10 +241,26 @@ class SceneDetectorConfig(_Model):
     depth_markers: list[str] = Field(
         default_factory=list, description="flooding: ids of the camera's calibration depth markers.")
     model: SceneModelConfig | None = Field(None, description="Optional ONNX classifier / water segmenter.")
-    settings: dict[str, float | int | bool] = Field(
+    settings: dict[str, Any] = Field(
         default_factory=dict, description="Detector thresholds, e.g. {persistence_s: 120}.")
-    scene_change: dict[str, float | int | bool] = Field(
+    scene_change: dict[str, Any] = Field(
         default_factory=dict, description="Shared mechanism thresholds, e.g. {learn_s: 60, fg_threshold: 30}.")
+
+    @field_validator("settings", "scene_change")
+    @classmethod
+    def _numbers(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [f"{k}: must be a number or true/false, got {val!r}" for k, val in v.items()
+               if not isinstance(val, (int, float, bool))]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return v
+
+    @field_validator("rim_line")
+    @classmethod
+    def _rim(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if v is not None and (abs(v[0][0] - v[1][0]) + abs(v[0][1] - v[1][1])) == 0:
+            raise ValueError("the two rim points are the same point")
+        return v
 
     @model_validator(mode="after")
     def _fields_fit_type(self) -> SceneDetectorConfig:
@@ -283,18 +308,29 @@ class CameraConfig(CameraSettings):
         for r in self.rules:
             if r.zone not in ids:
                 raise ValueError(f"rule {r.id!r} refers to unknown zone {r.zone!r} (zones: {ids})")
+        problems = []
         sids = [d.id for d in self.scene]
-        if len(set(sids)) != len(sids) or set(sids) & set(rids):
-            raise ValueError("scene detector ids must be unique and differ from rule ids")
+        dup = sorted({i for i in sids if sids.count(i) > 1} | (set(sids) & set(rids)))
+        if dup:
+            problems.append(f"scene detector ids {dup} repeat or clash with rule ids")
         markers = [m.id for m in self.calibration.depth_markers] if self.calibration else []
-        for d in self.scene:
-            for ref in (d.zone, d.around_zone):
-                if ref is not None and ref not in ids:
-                    raise ValueError(f"scene detector {d.id!r} refers to unknown zone {ref!r} (zones: {ids})")
+        zones = {z.id: z for z in self.zones}
+        for j, d in enumerate(self.scene):
+            where = f"scene[{j}] ({d.id})"
+            for key in ("zone", "around_zone"):
+                ref = getattr(d, key)
+                if ref is not None and ref not in zones:
+                    problems.append(f"{where}.{key}: unknown zone {ref!r} (zones: {ids})")
             for m in d.depth_markers:
                 if m not in markers:
-                    raise ValueError(f"scene detector {d.id!r} refers to unknown depth marker {m!r} "
-                                     f"(calibration.depth_markers: {markers})")
+                    problems.append(f"{where}.depth_markers: unknown marker {m!r} "
+                                    f"(calibration.depth_markers: {markers})")
+            if d.rim_line and d.zone in zones and zones[d.zone].units == "norm" and not all(
+                    0 <= c <= 1 for p in d.rim_line for c in p):
+                problems.append(f"{where}.rim_line: the zone {d.zone!r} is in norm units, so the rim "
+                                f"points must be within 0..1, got {d.rim_line}")
+        if problems:
+            raise ValueError(f"camera {self.id!r}: " + "; ".join(problems))
         return self
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,9 @@ from detectors.scene_change import SceneChangeConfig
 from detectors.types import Detections
 
 log = logging.getLogger(__name__)
+
+#: Evidence crops shorter than this (px) are enlarged (bicubic) when written.
+MIN_EVIDENCE_PX = 128
 
 #: COCO class names masked out of the scene models as vehicles (people are "person").
 VEHICLE_CLASSES = frozenset({"bicycle", "car", "motorcycle", "bus", "train", "truck"})
@@ -67,18 +71,28 @@ def _make_config(d: SceneDetectorConfig, where: str) -> Any:
             kwargs["scene"] = scene
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise ConfigError("configuration", [f"{where}: {exc}"]) from None
+        # name the YAML key, not the dataclass: "FloodingConfig.persistence_s" -> "settings.persistence_s"
+        text = re.sub(r"\bSceneChangeConfig\.(\w+)", r"scene_change.\1", str(exc))
+        text = re.sub(r"\b[A-Z]\w*Config\.(\w+)", r"settings.\1", text)
+        raise ConfigError("configuration", [f"{where}: {text}"]) from None
 
 
 def scene_problems(cfg: Config) -> list[str]:
-    """One line per invalid scene-detector setting in the configuration (no model is loaded)."""
+    """One line per invalid scene-detector setting or missing model file in the configuration
+    (no model is loaded)."""
     problems: list[str] = []
     for ci, cam in enumerate(cfg.cameras):
         for di, d in enumerate(cam.scene):
+            where = f"cameras[{ci}] ({cam.id}).scene[{di}] ({d.id})"
             try:
-                _make_config(d, f"cameras[{ci}].scene[{di}]")
+                _make_config(d, where)
             except ConfigError as exc:
                 problems += exc.problems
+            if d.model is not None and not Path(d.model.model_path).is_file():
+                problems.append(f"{where}.model.model_path: file not found: {d.model.model_path}")
+            if d.type == "flooding" and d.model is not None and d.model.input_size is None:
+                problems.append(f"{where}.model.input_size: required for a water segmentation model "
+                                "([width, height])")
     return problems
 
 
@@ -130,6 +144,15 @@ def build_scene_detectors(cam: CameraConfig, zones: Mapping[str, Zone], homograp
                               np.asarray(markers[m].height_m, np.float32)) for m in d.depth_markers]
             out.append(FloodingDetector(d.id, zones[d.zone], config, dm, segmenter))
     return out
+
+
+def still_learning(det: SceneDetector) -> bool:
+    """Whether a scene detector has not finished learning its clean reference yet (it reports
+    nothing until then): its ``learning`` attribute, or that of its scene-change model."""
+    value = getattr(det, "learning", None)
+    if value is None:
+        value = getattr(getattr(det, "_scene", None), "learning", False)
+    return bool(value)
 
 
 def split_movers(tracked: Detections, class_names: tuple[str, ...]) -> tuple[Detections, Detections]:
@@ -202,6 +225,10 @@ def write_evidence(base: Path, ev: SceneEvent, quality: int) -> dict[str, str]:
         if image is None or image.size == 0:
             continue
         path = base.parent / f"{base.name}-{key}.jpg"
+        short = min(image.shape[:2])
+        if short < MIN_EVIDENCE_PX:  # enlarge tiny crops so they can be read (the snapshot has the context)
+            f = MIN_EVIDENCE_PX / short
+            image = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, quality]):
@@ -229,5 +256,16 @@ def event_details(ev: SceneEvent) -> dict[str, Any]:
     if ev.person_time_s is not None:
         details["person_time_s"] = round(ev.person_time_s, 2)
     for k, v in ev.details.items():
-        details.setdefault(k, v)
+        details.setdefault(k, _rounded(v))
     return details
+
+
+def _rounded(value: Any) -> Any:
+    """Floats rounded to 4 decimals, recursively (float32 noise such as 0.05000000074505806)."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value

@@ -141,12 +141,19 @@ def test_scene_detectors_parse_and_check(tmp_path):
     scene = cfg.cameras[0].scene
     assert [d.type for d in scene] == ["bin_overflow", "littering", "flooding"]
     assert scene[2].model.model_path == str(tmp_path / "models" / "water.onnx")
+    assert scene_problems(cfg) == [
+        f"cameras[0] (street).scene[2] (flood).model.model_path: file not found: {tmp_path / 'models' / 'water.onnx'}"]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "water.onnx").write_bytes(b"")
     assert scene_problems(cfg) == []
 
 
 @pytest.mark.parametrize("entry,needle", [
     ("{id: b, type: bin_overflow, zone: nowhere}", "unknown zone 'nowhere'"),
-    ("{id: f, type: flooding, zone: road, depth_markers: [pole]}", "unknown depth marker 'pole'"),
+    ("{id: f, type: flooding, zone: road, depth_markers: [pole]}", "scene[0] (f).depth_markers: unknown marker 'pole'"),
+    ("{id: b, type: bin_overflow, zone: bin, around_zone: bin-grund}", "scene[0] (b).around_zone: unknown zone"),
+    ("{id: b, type: bin_overflow, zone: bin, rim_line: [[1, 2], [1, 2]]}", "the two rim points are the same"),
+    ("{id: f, type: flooding, zone: road, settings: {persistence_s: soon}}", "persistence_s: must be a number"),
     ("{id: l, type: littering, zone: road, depth_markers: [kerb]}", "depth_markers are for flooding"),
     ("{id: b, type: bin_overflow, zone: bin, rim_line: [[1, 2]]}", "rim_line"),
     ("{id: b, type: bins, zone: bin}", "scene[0].type"),
@@ -161,7 +168,9 @@ def test_bad_scene_detector_names_the_problem(tmp_path, entry, needle):
 @pytest.mark.parametrize("entry,needle", [
     ("{id: l, type: littering, zone: road, settings: {wait_seconds: 3}}", "settings.wait_seconds: unknown setting"),
     ("{id: l, type: littering, zone: road, scene_change: {learn: 3}}", "scene_change.learn: unknown setting"),
-    ("{id: f, type: flooding, zone: road, settings: {persistence_s: -5}}", "scene[0]"),
+    ("{id: f, type: flooding, zone: road, settings: {persistence_s: -5}}",
+     "cameras[0] (street).scene[0] (f): settings.persistence_s must be >= 0"),
+    ("{id: b, type: bin_overflow, zone: bin, model: {model_path: absent.onnx}}", "model.model_path: file not found"),
 ])
 def test_bad_scene_settings_are_reported_by_config_check(tmp_path, entry, needle):
     p = write(tmp_path, SCENE_CAMERA + f"      - {entry}\n")
@@ -170,3 +179,17 @@ def test_bad_scene_settings_are_reported_by_config_check(tmp_path, entry, needle
     assert proc.returncode == 2, proc.stdout
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr, proc.stderr
+
+
+def test_depth_markers_need_no_homography(tmp_path):
+    p = write(tmp_path, """
+cameras:
+  - id: underpass
+    url: u.mp4
+    zones: [{id: road, units: norm, points: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}]
+    calibration:
+      depth_markers: [{id: pole, points_px: [[10, 90], [10, 70]], height_m: [0.1, 0.3]}]
+    scene: [{id: flood, type: flooding, zone: road, depth_markers: [pole]}]
+""")
+    cam = load_config(p).cameras[0]
+    assert cam.calibration.points == [] and cam.scene[0].depth_markers == ["pole"]

@@ -234,3 +234,21 @@ def test_calibrated_camera_alerts_carry_ground_position(demo_runs):
     # PETS09 ground plane: the lawn lies roughly 5-25 m from the origin; people are 0.3-1.2 m wide
     assert all(w is None or 0.2 < w < 1.5 for w in d["width_m"])
     assert all(abs(x) < 40 and abs(y) < 40 for x, y in d["ground_m"])
+
+
+def test_a_stream_too_short_to_learn_says_so(tmp_path):
+    clip = need(VIDEOS / "intel-sample-videos" / "car-detection.mp4")  # 30 s, default learn_s is 60 s
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        data_dir: {tmp_path / 'data'}
+        detector: {{kind: motion}}
+        cameras:
+          - id: lot
+            url: {clip}
+            analysis_fps: 2
+            zones: [{{id: east, units: norm, points: [[0.65, 0.1], [1, 0.1], [1, 1], [0.65, 1]]}}]
+            scene: [{{id: litter-east, type: littering, zone: east}}]
+        """))
+    proc = run_cli("run", str(cfg), "--until-eof", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "scene detector litter-east never finished learning its clean reference" in proc.stderr
