@@ -14,9 +14,15 @@ square cells of ``cell_px`` and each visible cell is tested against this detecto
   cancels, and keep their texture. (Low texture is one of the standing-water cues of Rankin,
   Matthies & Huertas, "Daytime water detection by fusing multiple cues for autonomous off-road
   navigation", 2004.)
-- **changed**: the cell's mean grey level differs from the reference by at least
-  ``change_min`` (relative), after a light gain fitted on texture-intact cells while the zone
-  is dry.
+- **changed**: the cell's mean colour differs from the reference by at least ``change_min``
+  (largest channel, relative to the reference grey) after light compensation: the camera's
+  exposure gain, measured outside the zone at every frame (automatic exposure swings by up to
+  45 % on car-detection.mp4), times the zone's residual gain fitted on texture-intact cells
+  while the zone is dry. Frames taken while the exposure is more than
+  :data:`MAX_EXPOSURE_DEVIATION` off are not measured.
+- **flat cells** (dry reference texture below :data:`FLAT_TEXTURE`, e.g. compressed smooth
+  asphalt): no texture can be lost there, so the cell must stay flat and its *chromaticity*
+  must change by ``chroma_min`` (a wet darkening or a shadow keeps the hue).
 - optionally **segmented**: the site's segmentation model gives the cell a mean water
   probability of at least ``water_prob_min`` (a veto on top of the classical cues).
 
@@ -28,12 +34,14 @@ here on the raw frame with the gain held from dry times.
 
 A cell is water when all its cues hold; a 3x3 majority vote over the cell grid fills cells
 inside a water body whose reflection kept some texture and removes isolated ones (a dark coat).
-Cells mostly hidden by people/vehicles are left out of both numerator and denominator of the
-covered share.
+Cells mostly hidden by people/vehicles keep the water state last seen there (a car driving
+through a flooded lot neither dries it nor dilutes the share).
 
 Rain, splashes and people are told apart by **size** (``min_covered_share`` of the zone),
-**persistence** (``persistence_s`` of continuous coverage, with an exponential smoothing of
-``smooth_s``) and the texture cue. Severity combines the covered share with depth markers
+**persistence** (``persistence_s`` of net time at or above it on the share smoothed with time
+constant ``smooth_s``; reset when the zone measures dry, see :class:`FloodingConfig`) and the
+texture cue. A situation's onset (``start_time_s``) is the first frame of the rise whose raw
+share reached ``onset_share``. Severity combines the covered share with depth markers
 (kerb lines, poles: image points that water covers as it rises); a marker point is submerged
 when the water cues hold in a small window around it.
 """
@@ -63,9 +71,29 @@ log = logging.getLogger(__name__)
 
 #: Added to squared mean grey levels before dividing, so black cells do not divide by zero.
 _EPS_GREY2 = 25.0
-#: Fewest texture-intact cells needed to fit the light gain between now and the reference;
-#: with fewer the previous gain is kept.
+#: Fewest texture-intact cells needed to fit the zone's residual light gain, and the least share
+#: of the visible cells they must make up; with fewer the previous gain is kept (on the flat car
+#: park the few textured cells are a passing car's edges, whose fit was 30 % off).
 MIN_INTACT_CELLS = 8
+MIN_INTACT_SHARE = 0.2
+#: Normalised texture energy (:func:`texture_energy`) of a flat cell: about ``1.5 * sigma**2 /
+#: mean**2`` of Gaussian noise of sigma 3 grey levels at grey 116. A cell whose dry reference is
+#: below it has no texture to lose (compressed smooth asphalt: nearly all car-park cells of
+#: car-detection.mp4, typical 2e-4, below the staged water's own noise; the flattest quarter of
+#: the vtest.avi road cells): there "texture lost" means "still below this", and the change cue
+#: must be a change of chromaticity (``chroma_min``), not of brightness.
+FLAT_TEXTURE = 1e-3
+#: The exposure grid: the frame downscaled by this factor (px) for the camera-gain estimate.
+EXPOSURE_CELL_PX = 8
+#: Fewest usable exposure-grid pixels outside the zone to estimate the camera gain there; with
+#: fewer the gain is fitted on the zone's texture-intact cells (and held while water is seen).
+MIN_OUTSIDE_PX = 100
+#: Frames whose camera gain (outside the zone, against its usual level) is further than this
+#: from 1 are not measured (the last share is kept): on car-detection.mp4 the gains measured
+#: outside and inside the zone differ by up to 8 % while the exposure swings by 30-45 %, as much
+#: as ``change_min``. Not lower: a slow light ramp (20 % in 60 s) runs ~7 % ahead of the usual
+#: level, and its frames must still be measured.
+MAX_EXPOSURE_DEVIATION = 0.12
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +237,19 @@ class FloodingConfig:
             keeps a splash, a wet patch or a group of people out.
         end_share: Share below which the zone counts as drying (hysteresis); must be below
             ``min_covered_share``. Lower keeps a receding flood open longer.
-        persistence_s: Seconds the (smoothed) share must stay >= ``min_covered_share`` before
-            the alert. Longer ignores downpour sheets and long splashes, at the cost of delay.
+        onset_share: Raw (unsmoothed) share 0..1 that dates the onset: a situation's
+            ``start_time_s`` is the first frame of the rise that led to it whose raw share
+            reached this (the smoothed share lags by about ``smooth_s``). Lower dates earlier
+            but a stray wet cell or two may date it too early.
+        persistence_s: Net seconds the smoothed share must have spent >= ``min_covered_share``
+            before the alert, and it must be there at that frame. Time in
+            ``[end_share, min_covered_share)`` counts down again (a leaky count, not a reset:
+            a flood hovering at the threshold or a splash of bad frames still alerts, later),
+            a dip below ``end_share`` resets it (the zone was dry: old evidence never carries
+            over to a later rise). A plain pause would let a drained flood's smoothed tail plus
+            one later spike complete the count; a reset on every dip below
+            ``min_covered_share`` would let a flood hovering there never alert. Longer ignores
+            downpour sheets and long splashes, at the cost of delay.
         clear_s: Seconds the share must stay below ``end_share`` to end the situation. Longer
             rides out a bus parked over the water, shorter closes the ticket sooner.
         smooth_s: Time constant (s) of the exponential smoothing of the share and of each
@@ -225,6 +264,12 @@ class FloodingConfig:
         change_min: Relative change 0..1 of a cell's mean grey level against the dry reference
             (after light compensation) that a water cell also needs. Lower accepts water close
             in brightness to the road, higher ignores faint changes (a wet sheen, fog).
+        chroma_min: On flat cells (no dry texture to lose, see :data:`FLAT_TEXTURE`), the change
+            of chromaticity ``(b, g, r) / (b + g + r)`` (largest channel) a water cell needs
+            instead of ``change_min``. Measured on car-detection.mp4 (8-px cells): dry asphalt
+            0.005-0.014 (90th percentile, exposure swings included), the staged water >= 0.016
+            (10th percentile), a 25 % darkening of the vtest.avi road 0.005. Lower accepts
+            grey water on grey asphalt, higher ignores tinted puddles.
         marker_radius_px: Half side (full-frame px) of the window tested around a depth marker
             point. Larger is steadier, smaller locates the water line more precisely.
         marker_weight: Weight 0..1 of the depth term in severity when markers are configured:
@@ -245,12 +290,14 @@ class FloodingConfig:
 
     min_covered_share: float = 0.25
     end_share: float = 0.1
+    onset_share: float = 0.05
     persistence_s: float = 120.0
     clear_s: float = 120.0
     smooth_s: float = 10.0
     cell_px: int = 8
     texture_loss: float = 0.5
     change_min: float = 0.08
+    chroma_min: float = 0.012
     marker_radius_px: float = 6.0
     marker_weight: float = 0.5
     severity_step: float = 0.1
@@ -263,12 +310,15 @@ class FloodingConfig:
         for name in ("min_covered_share", "texture_loss", "severity_step", "urgent_severity"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise SceneDetectorError(f"FloodingConfig.{name} must be in (0, 1], got {getattr(self, name)}")
-        for name in ("end_share", "change_min", "marker_weight", "water_prob_min"):
+        for name in ("end_share", "onset_share", "change_min", "chroma_min", "marker_weight", "water_prob_min"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SceneDetectorError(f"FloodingConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("persistence_s", "clear_s", "smooth_s", "segment_every_s"):
             if not getattr(self, name) >= 0.0:
                 raise SceneDetectorError(f"FloodingConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.onset_share >= self.min_covered_share:
+            raise SceneDetectorError(f"FloodingConfig.onset_share ({self.onset_share}) must be < "
+                                     f"min_covered_share ({self.min_covered_share})")
         if self.end_share >= self.min_covered_share:
             raise SceneDetectorError(f"FloodingConfig.end_share ({self.end_share}) must be < "
                                      f"min_covered_share ({self.min_covered_share})")
@@ -351,9 +401,14 @@ class FloodingDetector:
         self._max_height_m = max((float(m.height_m.max()) for m in self.depth_markers), default=0.0)
         self._share_ema = 0.0
         self._marker_ema = [np.zeros(len(m.points_px), np.float32) for m in self.depth_markers]
+        self._marker_under = [np.zeros(len(m.points_px), bool) for m in self.depth_markers]
         self._last_s: float | None = None
-        self._wet_since_s: float | None = None  # share >= end_share continuously since
-        self._above_since_s: float | None = None  # share >= min_covered_share continuously since
+        self.raw_share = 0.0
+        self._hidden: np.ndarray | None = None
+        self._wet_since_s: float | None = None  # smoothed share >= end_share continuously since
+        self._above_s = 0.0  # seconds with smoothed share >= min_covered_share (see update)
+        self._rise_s: float | None = None  # first frame of this rise with raw share >= onset_share
+        self._zone = zone
         self._situation: _Situation | None = None
         self._next_id = 0
         self._prob: np.ndarray | None = None
@@ -364,39 +419,104 @@ class FloodingDetector:
         self._ref_seen: np.ndarray | None = None
         self._last_grid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._gain = 1.0
+        self._water_seen: np.ndarray | None = None  # last visible water state per cell
+        # Camera exposure outside the zone (see _exposure_gain): reference grid and outside mask.
+        self._exp_ref: np.ndarray | None = None
+        self._exp_outside: np.ndarray | None = None
 
     @property
     def covered_share(self) -> float:
-        """Smoothed share 0..1 of the visible zone measured as water at the last frame."""
+        """Smoothed share 0..1 of the zone measured as water at the last frame (``raw_share``:
+        the same, unsmoothed)."""
         return self._share_ema
 
     # -- evidence -------------------------------------------------------------------------------
-    def _water_cells(self, state: SceneChangeState, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+    def _exposure_gain(self, frame: Frame, mask_xyxy: np.ndarray, dt: float) -> float | None:
+        """Camera gain (reference / now) measured outside the zone; ``None`` when too little is seen.
+
+        The car-park camera's automatic exposure darkens the whole frame by up to 45 % whenever a
+        light car drives in; a gain fitted inside the zone is unusable once water covers it (and
+        was therefore held, which turned every exposure swing into "changed" cells on a dry
+        lot). The frame outside the (dilated) zone is not flooded by the zone's water, so the
+        median ratio of its grey levels to their slow average (time constant ``scene.learn_s``)
+        follows the exposure at every frame. People and vehicles (+1 grid px) and near-black or
+        saturated pixels are left out.
+        """
+        f = EXPOSURE_CELL_PX
+        h, w = frame.image.shape[:2]
+        size = (max(w // f, 1), max(h // f, 1))
+        grey = cv2.cvtColor(cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_BGR2GRAY).astype(np.float32)
+        if self._exp_ref is None or self._exp_ref.shape != grey.shape:
+            zone = np.zeros(grey.shape, np.uint8)
+            poly = self._zone.polygon_px((w, h)) * np.float32([size[0] / w, size[1] / h])
+            cv2.fillPoly(zone, [np.round(poly).astype(np.int32)], 1)
+            self._exp_outside = cv2.dilate(zone, np.ones((5, 5), np.uint8)) == 0
+            self._exp_ref = grey.copy()
+            return None
+        ok = self._exp_outside & (grey > 8) & (grey < 247) & (self._exp_ref > 8) & (self._exp_ref < 247)
+        for x1, y1, x2, y2 in mask_xyxy / f:
+            ok[max(int(y1) - 1, 0):max(int(y2) + 2, 0), max(int(x1) - 1, 0):max(int(x2) + 2, 0)] = False
+        if ok.sum() < MIN_OUTSIDE_PX:
+            return None
+        gain = float(np.median(self._exp_ref[ok] / grey[ok]))
+        # Clipped steps (a running-median-like follower): the reference stays at the usual
+        # exposure instead of averaging in the dark swings.
+        a = np.float32(1.0 - math.exp(-dt / max(self.config.scene.learn_s, 1e-6)))
+        step = 0.02 * self._exp_ref[ok]
+        self._exp_ref[ok] += a * np.clip(grey[ok] - self._exp_ref[ok], -step, step)
+        return gain
+
+    def _water_cells(self, state: SceneChangeState, frame: Frame, exposure_gain: float | None,
+                     dt: float) -> tuple[np.ndarray, np.ndarray]:
         """Per-cell water decision on the raw frame; returns ``(water, counted)`` `(gh, gw)` bool."""
         cfg, c = self.config, self.config.cell_px
         h, w = state.zone_small.shape
         x1, y1, x2, y2 = (int(v) for v in state.roi_xyxy)
         raw = cv2.resize(frame.image[y1:y2, x1:x2], (w, h), interpolation=cv2.INTER_AREA)
         grey = cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY).astype(np.float32)
-        texture, mean = texture_energy(grey, c), _cell_mean(grey, c)
+        texture = texture_energy(grey, c)
+        colour = np.stack([_cell_mean(raw[..., k], c) for k in range(3)], axis=-1)  # (gh, gw, 3)
+        mean = colour.mean(axis=-1)
         visible = _cell_mean((state.zone_small & ~state.masked_small).astype(np.float32), c)
         counted = (visible >= 0.5) & (_cell_mean(state.zone_small.astype(np.float32), c) >= 0.5)
-        if self._ref_texture is None or self._ref_texture.shape != texture.shape:
-            self._ref_texture, self._ref_mean = texture.copy(), mean.copy()
+        if self._ref_texture is None or self._ref_texture.shape != texture.shape \
+                or self._ref_mean.shape != colour.shape:
+            self._ref_texture, self._ref_mean = texture.copy(), colour.copy()
             self._ref_seen = counted.copy()
+            self._water_seen = np.zeros(counted.shape, bool)
         water = np.zeros(counted.shape, bool)
         ready = counted & self._ref_seen
+        self._hidden = ~counted & self._ref_seen & (_cell_mean(state.zone_small.astype(np.float32), c) >= 0.5)
+        ref_grey = self._ref_mean.mean(axis=-1)
+        flat = self._ref_texture < FLAT_TEXTURE
+        smooth = texture < np.where(flat, FLAT_TEXTURE, cfg.texture_loss * self._ref_texture)
+        # Light compensation = the camera's exposure gain (measured outside the zone, every
+        # frame) times the zone's own residual gain (a cloud, a wet sheen over the whole zone),
+        # fitted on texture-intact cells while the zone is dry, then held: once water covers
+        # most of the zone, its reflections would count as "intact" and drag the fit towards the
+        # water's brightness. Without a view outside the zone the residual does it all.
+        # The residual follows its per-frame fits with time constant smooth_s, and is not fitted
+        # on frames the camera is re-exposing (not measured, see update).
+        exposure = 1.0 if exposure_gain is None else exposure_gain
+        intact = ready & ~smooth & ~flat
+        if not state.learning and self._share_ema < cfg.end_share and self._situation is None \
+                and abs(exposure - 1.0) <= MAX_EXPOSURE_DEVIATION \
+                and intact.sum() >= max(MIN_INTACT_CELLS, MIN_INTACT_SHARE * ready.sum()):
+            fit = float(np.median(ref_grey[intact] / np.maximum(mean[intact] * exposure, 1.0)))
+            a = 1.0 if cfg.smooth_s == 0 else 1.0 - math.exp(-dt / cfg.smooth_s)
+            self._gain += a * (fit - self._gain)
+        gain = exposure * self._gain
         if not state.learning and ready.any():
-            smooth = texture < cfg.texture_loss * self._ref_texture
-            # Light compensation (reference / now) fitted on texture-intact cells while the zone
-            # is dry, then held: once water covers most of the zone, its reflections would
-            # count as "intact" and drag the fit towards the water's brightness.
-            intact = ready & ~smooth
-            if self._share_ema < cfg.end_share and self._situation is None \
-                    and intact.sum() >= MIN_INTACT_CELLS:
-                self._gain = float(np.median(self._ref_mean[intact] / np.maximum(mean[intact], 1.0)))
-            gain = self._gain
-            changed = np.abs(mean * gain - self._ref_mean) >= cfg.change_min * np.maximum(self._ref_mean, 1.0)
+            # Textured cells: the largest per-channel difference, relative to the reference grey.
+            # Flat cells: only a change of chromaticity (b, g, r) / (b + g + r): on a surface with
+            # no texture to lose, a brightness change alone is as likely wet asphalt or a
+            # shadow, which keep their hue; water tints it (sky, mud, the staged grey-blue).
+            diff = np.abs(colour * gain - self._ref_mean).max(axis=-1)
+            hue = colour / np.maximum(colour.sum(axis=-1, keepdims=True), 1.0)
+            ref_hue = self._ref_mean / np.maximum(self._ref_mean.sum(axis=-1, keepdims=True), 1.0)
+            changed = np.where(flat, np.abs(hue - ref_hue).max(axis=-1) >= cfg.chroma_min,
+                               diff >= cfg.change_min * np.maximum(ref_grey, 1.0))
             water = smooth & changed & ready
             if self.segmenter is not None:
                 prob = self._water_probability(state, frame)
@@ -407,21 +527,26 @@ class FloodingDetector:
             near = cv2.boxFilter(ready.astype(np.float32), -1, (3, 3), normalize=False,
                                  borderType=cv2.BORDER_CONSTANT)
             water = (votes * 2 > near) & ready
-        self._last_grid = (texture, mean, counted)
+        self._last_grid = (texture, colour * np.float32(gain), counted)
         return water, counted if state.learning else ready
 
     def _learn_reference(self, dt: float, frozen: bool) -> None:
-        """Follow the dry surface's texture and brightness (time constant ``scene.learn_s``)."""
+        """Follow the dry surface's texture and (exposure-compensated) colour, time constant
+        ``scene.learn_s``."""
         if frozen or self._last_grid is None:
             return
-        texture, mean, counted = self._last_grid
+        texture, colour, counted = self._last_grid
         tau = max(self.config.scene.learn_s, 1e-6)
         a = np.float32(1.0 - math.exp(-dt / tau))
         first = counted & ~self._ref_seen
-        self._ref_texture[first], self._ref_mean[first] = texture[first], mean[first]
+        self._ref_texture[first], self._ref_mean[first] = texture[first], colour[first]
         upd = counted & ~first
         self._ref_texture[upd] += a * (texture[upd] - self._ref_texture[upd])
-        self._ref_mean[upd] += a * (mean[upd] - self._ref_mean[upd])
+        # Colour steps are clipped to half of change_min (a running-median-like follower, cf.
+        # McFarlane & Schofield 1995): a light car driving through unmasked (the detector
+        # misses cars seen from above) would otherwise leave a bright trail in the reference.
+        step = 0.5 * self.config.change_min * np.maximum(self._ref_mean[upd], 1.0)
+        self._ref_mean[upd] += a * np.clip(colour[upd] - self._ref_mean[upd], -step, step)
         self._ref_seen |= counted
 
     def _water_probability(self, state: SceneChangeState, frame: Frame) -> np.ndarray:
@@ -440,7 +565,7 @@ class FloodingDetector:
         """Update each marker point's smoothed submerged state; return submerged ids and depth."""
         c, names, depth = self.config.cell_px, [], 0.0
         gh, gw = water.shape
-        for marker, ema in zip(self.depth_markers, self._marker_ema):
+        for marker, ema, under_now in zip(self.depth_markers, self._marker_ema, self._marker_under):
             r = self.config.marker_radius_px
             pts = np.concatenate([marker.points_px - r, marker.points_px + r], axis=1)
             small = state.to_small(pts)
@@ -452,7 +577,10 @@ class FloodingDetector:
                     continue  # hidden or outside the zone: keep the previous estimate
                 under = float(water[cy1:cy2, cx1:cx2][seen].mean() >= 0.5)
                 ema[i] += alpha * (under - ema[i])
-            submerged = ema >= 0.5
+            # Hysteresis: a point goes under at a smoothed 0.5 and comes back out below 0.25, so
+            # a shoreline lapping at it does not flip severity (and send updates) every frame.
+            under_now[:] = np.where(under_now, ema >= 0.25, ema >= 0.5)
+            submerged = under_now
             if submerged.any():
                 names.append(marker.marker_id)
                 depth = max(depth, float(marker.height_m[submerged].max()))
@@ -474,26 +602,50 @@ class FloodingDetector:
         now = float(frame.time_s)
         dt = 0.0 if self._last_s is None else max(now - self._last_s, 0.0)
         self._last_s = now
-        water, counted = self._water_cells(state, frame)
-        n = int(counted.sum())
-        share = float(water.sum() / n) if n else self._share_ema
-        self._learn_reference(dt, frozen=hold or share >= cfg.end_share)
+        exposure = self._exposure_gain(frame, mask, dt)
+        water, counted = self._water_cells(state, frame, exposure, dt)
+        if exposure is not None and abs(exposure - 1.0) > MAX_EXPOSURE_DEVIATION:
+            # The camera is re-exposing: keep the last measurement, learn nothing.
+            water, counted = self._water_seen & counted, np.zeros_like(counted)
+            share, n = self.raw_share, 0
+        else:
+            # Cells hidden now by a person or vehicle keep the water state last seen there: a
+            # car driving through a flooded lot neither dries it nor shrinks the evidence.
+            hidden = self._hidden if not state.learning else np.zeros_like(counted)
+            self._water_seen[counted] = water[counted]
+            n = int(counted.sum() + hidden.sum())
+            share = float((water.sum() + self._water_seen[hidden].sum()) / n) if n else self.raw_share
+            self._learn_reference(dt, frozen=hold or share >= cfg.end_share)
         if state.learning:
             return []
         alpha = 1.0 if cfg.smooth_s == 0 else 1.0 - math.exp(-dt / cfg.smooth_s)
+        was_above = self._share_ema >= cfg.min_covered_share
         self._share_ema += alpha * (share - self._share_ema)
         s = self._share_ema
+        self.raw_share = share
         markers, depth_m = self._markers(state, water, counted, alpha)
 
         self._wet_since_s = (self._wet_since_s if self._wet_since_s is not None else now) \
             if s >= cfg.end_share else None
-        self._above_since_s = (self._above_since_s if self._above_since_s is not None else now) \
-            if s >= cfg.min_covered_share else None
+        # Persistence: time at or above min_covered_share counts up, time in
+        # [end_share, min_covered_share) counts down (never below 0), below end_share resets.
+        if s >= cfg.min_covered_share:
+            self._above_s += dt if was_above else 0.0
+        elif s >= cfg.end_share:
+            self._above_s = max(self._above_s - dt, 0.0)
+        else:
+            self._above_s = 0.0
+        # Onset: the first frame of the current run of frames whose raw share is >= onset_share
+        # (while a situation is open the run is not needed any more).
+        if share >= cfg.onset_share:
+            self._rise_s = self._rise_s if self._rise_s is not None else now
+        else:
+            self._rise_s = None
         severity = self._severity(s, depth_m)
         sit = self._situation
         if sit is None:
-            if self._above_since_s is not None and now - self._above_since_s >= cfg.persistence_s:
-                onset = self._wet_since_s if self._wet_since_s is not None else self._above_since_s
+            if s >= cfg.min_covered_share and self._above_s >= cfg.persistence_s:
+                onset = min(t for t in (self._rise_s, self._wet_since_s, now) if t is not None)
                 sit = self._situation = _Situation(self._next_id, onset, severity,
                                                    severity >= cfg.urgent_severity)
                 self._next_id += 1
