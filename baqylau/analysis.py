@@ -453,8 +453,12 @@ class CameraAnalysis:
             log.error("camera %s: snapshot for %s not written: %s", self.cam.id, alert_id, exc)
             return None
 
-    def summary(self) -> dict[str, int]:
-        """Counters of this camera's analysis (merged with ingest figures by the layouts)."""
+    def summary(self) -> dict[str, int | list[str]]:
+        """Counters of this camera's analysis (merged with ingest figures by the layouts), and
+        ``scene_learning``: ids of scene detectors still learning their clean reference."""
+        from baqylau.scene import still_learning
+
         c = self.counters
         return {"frames_analysed": c.frames_analysed, "detections": c.detections,
-                "tracks": int(self.tracker.tracks_started), "alerts": c.alerts, "alerts_new": c.alerts_new}
+                "tracks": int(self.tracker.tracks_started), "alerts": c.alerts, "alerts_new": c.alerts_new,
+                "scene_learning": sorted(d.detector_id for d in self.scene if still_learning(d))}

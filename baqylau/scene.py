@@ -148,11 +148,8 @@ def build_scene_detectors(cam: CameraConfig, zones: Mapping[str, Zone], homograp
 
 def still_learning(det: SceneDetector) -> bool:
     """Whether a scene detector has not finished learning its clean reference yet (it reports
-    nothing until then): its ``learning`` attribute, or that of its scene-change model."""
-    value = getattr(det, "learning", None)
-    if value is None:
-        value = getattr(getattr(det, "_scene", None), "learning", False)
-    return bool(value)
+    nothing until then)."""
+    return bool(det.learning)
 
 
 def split_movers(tracked: Detections, class_names: tuple[str, ...]) -> tuple[Detections, Detections]:

@@ -565,6 +565,11 @@ class BinOverflowDetector:
         now = float(frame.time_s) if frame is not None else (self._last_s or 0.0)
         return [self._event("ended", sit, frame, None, [], now)]
 
+    @property
+    def learning(self) -> bool:
+        """Whether the clean reference is still being learned (nothing is reported until then)."""
+        return self._scene.learning
+
     def save_state(self, directory: Path) -> None:
         """Persist the learned clean reference as ``directory / f"{detector_id}-{zone_id}.npz"``.
 

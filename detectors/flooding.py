@@ -720,6 +720,11 @@ class FloodingDetector:
     def _state_path(self, directory: Path, suffix: str = "") -> Path:
         return Path(directory) / f"{self.detector_id}-{self.zone_id}{suffix}.npz"
 
+    @property
+    def learning(self) -> bool:
+        """Whether the clean reference is still being learned (nothing is reported until then)."""
+        return self._scene.learning
+
     def save_state(self, directory: Path) -> None:
         """Persist the zone's clean reference and the dry-surface texture reference.
 

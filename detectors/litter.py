@@ -17,7 +17,9 @@ abandoned and removed objects in complex surveillance videos", IEEE TSMC-C 41(5)
 3. **Owner**: among the person tracks of the last ``owner_window_s`` before the onset, the one
    whose box (grown by ``owner_margin_px``) overlapped the object box *last* (ties: larger
    overlap) - the person standing on the spot when the object appeared. People passing over
-   the object after its onset never become owners.
+   the object after its onset never become owners. An object found without an owner (first
+   seen as a piece, the rest still hidden) looks again, over the same window, whenever its box
+   grows or it merges with another piece; merged pieces keep an owner either of them had.
 4. **Alert**: once the object has stayed ``wait_s`` after its onset, the owner is away
    (farther than ``left_distance_px``, or ``left_distance_m`` on the ground with a homography,
    or not among this frame's tracked people) and the object is not a *ghost* (its outline is
@@ -209,6 +211,7 @@ class _Object:
     onset_s: float
     owner: int | None
     last_present_s: float
+    since_s: float = -math.inf  # start of the owner search window (spot last seen clean), s
     ghost: bool = False  # its outline is in the clean reference, not in the frame: never raises
     alert_xyxy: np.ndarray | None = None  # (4,) float32 full px: the box when it raised
     situation_id: int | None = None
@@ -509,6 +512,25 @@ class LitteringDetector:
         area = lambda b: float((b[2] - b[0]) * (b[3] - b[1]))  # noqa: E731
         return grown if area(grown) <= MAX_EXTENT_GROWTH * max(area(box), 1.0) else box.copy()
 
+    def _grow(self, obj: _Object, box: np.ndarray) -> None:
+        """Grow a pending object's box by ``box`` (another piece of it); an object without an
+        owner looks for one again with the grown box.
+
+        An object first seen in pieces (partly hidden by the person who put it down, or by
+        passers-by) may be found as a piece that the owner's box never touched, while the whole
+        object did (benchmark litter7, 2026-11-30: bin bags dropped beside a walker on the
+        square were first seen as a 14x22 px piece 13 px beyond the walker's grown box). The
+        search window stays the object's own (:meth:`_find_owner` from ``since_s`` to the onset),
+        so people who crossed the object after it appeared still never become owners.
+        """
+        grown = _union(obj.xyxy, box)
+        if obj.owner is None and not np.array_equal(grown, obj.xyxy):
+            obj.owner = self._find_owner(grown, obj.since_s, obj.onset_s)
+            if obj.owner is not None:
+                log.debug("%s: object %s grown to %s, owner %s", self.detector_id,
+                          np.round(obj.xyxy).tolist(), np.round(grown).tolist(), obj.owner)
+        obj.xyxy = grown
+
     def _merge_overlapping(self) -> None:
         """Merge objects whose boxes overlap (pieces of one object); the earliest onset (and its
         owner and situation) is kept. A pending object merged with an alerted one is absorbed
@@ -522,7 +544,10 @@ class LitteringDetector:
                 continue
             into.last_present_s = max(into.last_present_s, obj.last_present_s)
             if into.situation_id is None and obj.situation_id is None:
-                into.xyxy = _union(into.xyxy, obj.xyxy)
+                into.since_s = min(into.since_s, obj.since_s)
+                if into.owner is None:
+                    into.owner = obj.owner
+                self._grow(into, obj.xyxy)
             elif into.situation_id is None:
                 into.xyxy, into.alert_xyxy = obj.xyxy, obj.alert_xyxy
                 into.situation_id, into.alert_type, into.area_px = obj.situation_id, obj.alert_type, obj.area_px
@@ -610,14 +635,15 @@ class LitteringDetector:
                 # never a passing change around it (people's reflections on a shiny floor, a
                 # light flicker), which would inflate the box until the object looked gone.
                 if match.situation_id is None:
-                    match.xyxy = _union(match.xyxy, box)
+                    self._grow(match, box)
                 elif confirmed:
                     match.xyxy = _union(match.xyxy, raw)
                 continue
             clean_s, onset = self._onset(state, box, since_s)
             onset = min(onset, since_s)
-            owner = self._find_owner(box, min(clean_s, onset) - self._frame_dt_s, onset)
-            self._objects.append(_Object(box, onset, owner, now))
+            since = min(clean_s, onset) - self._frame_dt_s
+            owner = self._find_owner(box, since, onset)
+            self._objects.append(_Object(box, onset, owner, now, since))
             log.debug("%s camera %s t=%.2f: object %s onset %.2f owner %s", self.detector_id,
                       frame.camera_id, now, np.round(box).tolist(), onset, owner)
         self._merge_overlapping()
@@ -687,6 +713,11 @@ class LitteringDetector:
 
     def _state_path(self, directory: Path) -> Path:
         return Path(directory) / f"{self.detector_id}-{self.zone_id}.npz"
+
+    @property
+    def learning(self) -> bool:
+        """Whether the clean reference is still being learned (nothing is reported until then)."""
+        return self._scene.learning
 
     def save_state(self, directory: Path) -> None:
         """Persist the zone's learned clean reference under ``directory`` (atomic write).

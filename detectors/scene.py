@@ -133,10 +133,16 @@ class SceneDetector(Protocol):
     Attributes:
         detector_id: Configured id, unique within the camera.
         zone_id: The zone it watches.
+        learning: Whether the clean reference is still being learned.
     """
 
     detector_id: str
     zone_id: str
+
+    @property
+    def learning(self) -> bool:
+        """Whether the clean reference is still being learned (nothing is reported until then)."""
+        ...
 
     def update(self, frame: Frame, people: Detections, vehicles: Detections) -> list[SceneEvent]:
         """Feed one analysed frame.

@@ -83,6 +83,7 @@ def test_staged_camera_raises_each_scene_alert_once_with_evidence(demo_runs):
             assert before is not None and before.ndim == 3, (a["type"], key)
     person = cv2.imread(litter["details"]["evidence"]["person"])
     assert person is not None and person.shape[0] > person.shape[1]  # a standing person
+    assert first["staged-street"]["scene_learning"] == []
     saved = sorted(p.name for p in (_data / "scene" / "staged-street").glob("*.npz"))
     assert [n.split("-")[0] for n in saved if not n.endswith(".texture.npz")] == ["bin", "flood", "litter"], saved
 
@@ -249,6 +250,8 @@ def test_a_stream_too_short_to_learn_says_so(tmp_path):
             zones: [{{id: east, units: norm, points: [[0.65, 0.1], [1, 0.1], [1, 1], [0.65, 1]]}}]
             scene: [{{id: litter-east, type: littering, zone: east}}]
         """))
-    proc = run_cli("run", str(cfg), "--until-eof", timeout=300)
+    out = tmp_path / "summary.json"
+    proc = run_cli("run", str(cfg), "--until-eof", "--summary-json", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "scene detector litter-east never finished learning its clean reference" in proc.stderr
+    assert json.loads(out.read_text())["lot"]["scene_learning"] == ["litter-east"]
