@@ -72,8 +72,14 @@ TRACK_IOU = 0.3
 
 #: Grey level (any channel, 0..255) at or above which a pixel counts as clipped by the camera.
 #: Clipped pixels carry no scene information (a 1.3x brighter sky saturates a white sheet that
-#: was 200), so they are not reported as static; a white object in bright sun can be missed.
+#: was 200), so they are not reported - unless their background is darker by more than
+#: ``fg_threshold`` and they cover at most :data:`NEW_SATURATION_SHARE` of the zone: a white bag
+#: on asphalt, not the scene brightening past what the camera records.
 SATURATED = 245
+
+#: Largest share of a zone that may newly clip in one frame and still count as objects; more is
+#: taken as a light change. Higher finds larger white objects, lower tolerates smaller bursts.
+NEW_SATURATION_SHARE = 0.05
 
 #: Fewest usable zone pixels (downscaled) for light normalisation; below it frames are used as is.
 MIN_NORM_PIXELS = 100
@@ -549,7 +555,13 @@ class ZoneSceneChange:
                                         flags=cv2.INTER_NEAREST, borderValue=1).astype(bool)
                 shift[:] = (dx / self._scale, dy / self._scale)
 
+        # Clipped pixels carry no usable level, except where the background is far from clipping
+        # and few such pixels appear at once: then something bright arrived (a white bag on grey
+        # ground) rather than the whole scene brightening past what the camera can record.
         saturated = _channel_max(small) >= SATURATED
+        newly = saturated & (_channel_max(self._long) < SATURATED - cfg.fg_threshold)
+        if int((newly & self._zone & ~masked).sum()) <= NEW_SATURATION_SHARE * self._zone_area:
+            saturated &= ~newly
         # (a) gradual light change: match the zone's grey mean/std to the long-term model.
         usable = self._zone & self._seen & ~masked & ~self._candidate
         if cfg.normalise_light and int(usable.sum()) >= MIN_NORM_PIXELS:
