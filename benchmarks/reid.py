@@ -1,0 +1,203 @@
+"""Re-identification quality of each embedding on real labelled people: PETS09-S2L1 in vtest.avi.
+
+Crops are cut at run time from ``../shared/data/videos/opencv-samples/vtest.avi`` with the
+MOTChallenge ground truth of frames 1-400 (``../shared/data/mot/PETS09-S2L1/``; GT frame n is
+video frame n-1) and are never written to disk. Protocol:
+
+* every ``--step``-th frame (0.5 s at 10 fps by default), each active GT box (conf flag 1) that
+  is whole (not cut by the frame edge) and at most ``MAX_COVERED`` covered by other GT boxes;
+* queries: the crops of each identity in its first ``--query-window-s`` seconds;
+* gallery of a query: every crop, of any identity, at least ``--gap-s`` (10 s) after the query,
+  so the same pass cannot be matched a few frames later; queries whose identity has no crop in
+  their gallery are left out and counted;
+* cosine similarity, ranking, rank-1 / rank-5 (CMC) and mean average precision (Zheng et al.,
+  "Scalable Person Re-identification: A Benchmark", ICCV 2015, Market-1501 protocol).
+
+Embeddings: colour histogram (weights-free), MobileNetV2 ImageNet (``mobilenetv2-embedding``,
+the permissive default) and OSNet x0.25 MSMT17 (``eval-only``: evaluation only, never a default).
+
+Usage: ``.venv/bin/python benchmarks/reid.py [--json]``; ``BAQYLAU_SHARED`` overrides ``../shared``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from search.embed import (  # noqa: E402
+    ColourHistogramEmbedder, Embedder, ImagenetEmbedder, OnnxReidEmbedder)
+
+SHARED = Path(os.environ.get("BAQYLAU_SHARED", REPO.parent / "shared")).resolve()
+VTEST = SHARED / "data" / "videos" / "opencv-samples" / "vtest.avi"
+PETS_GT = SHARED / "data" / "mot" / "PETS09-S2L1" / "gt-frames-0001-0400.txt"
+MOBILENET = SHARED / "models" / "mobilenetv2-embedding" / "mobilenetv2_bottle_imagenet.onnx"
+OSNET_EVAL_ONLY = SHARED / "models" / "eval-only" / "osnet-x0_25-msmt17" / "osnet_x0_25_msmt17.onnx"
+FPS = 10.0
+#: Largest share of a box covered by other GT boxes for its crop to be used.
+MAX_COVERED = 0.3
+#: Distance in pixels from the frame border under which a box counts as cut.
+EDGE_MARGIN_PX = 2.0
+
+
+@dataclass(frozen=True)
+class CropSet:
+    """Crops with their identity and time.
+
+    Attributes:
+        crops: List of `(h, w, 3)` uint8 BGR crops.
+        ids: `(N,)` int64 ground-truth identities.
+        time_s: `(N,)` float64 stream time of each crop's frame (video frame index / 10 fps).
+    """
+
+    crops: list[np.ndarray]
+    ids: np.ndarray
+    time_s: np.ndarray
+
+
+def covered_share(box: np.ndarray, others: np.ndarray) -> float:
+    """Share of ``box`` `(4,)` xyxy covered by the union of ``others`` `(M, 4)` xyxy."""
+    x0, y0, x1, y1 = np.round(box).astype(int)
+    mask = np.zeros((max(y1 - y0, 1), max(x1 - x0, 1)), dtype=bool)
+    for ox0, oy0, ox1, oy1 in np.round(others).astype(int):
+        mask[max(oy0 - y0, 0):max(oy1 - y0, 0), max(ox0 - x0, 0):max(ox1 - x0, 0)] = True
+    return float(mask.mean())
+
+
+def load_crops(step: int = 5, video: Path = VTEST, gt_path: Path = PETS_GT) -> CropSet:
+    """Decode the first 400 frames of vtest.avi and cut the usable GT boxes of every ``step``-th.
+
+    Raises:
+        FileNotFoundError: When the video or the GT file is absent.
+        RuntimeError: When the video cannot be decoded.
+    """
+    for path in (video, gt_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is absent (../shared not laid out; set BAQYLAU_SHARED)")
+    gt = np.loadtxt(gt_path, delimiter=",", ndmin=2)
+    gt = gt[gt[:, 6] == 1]  # conf flag 0 = ignored in evaluation
+    last_frame = int(gt[:, 0].max())
+    capture = cv2.VideoCapture(str(video))
+    crops, ids, times = [], [], []
+    try:
+        for frame_index in range(last_frame):
+            ok, image = capture.read()
+            if not ok:
+                raise RuntimeError(f"{video}: could not decode frame {frame_index}")
+            if frame_index % step:
+                continue
+            rows = gt[gt[:, 0] == frame_index + 1]
+            boxes = np.column_stack([rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4],
+                                     rows[:, 3] + rows[:, 5]])
+            img_h, img_w = image.shape[:2]
+            for i, box in enumerate(boxes):
+                if (box[0] < EDGE_MARGIN_PX or box[1] < EDGE_MARGIN_PX
+                        or box[2] > img_w - EDGE_MARGIN_PX or box[3] > img_h - EDGE_MARGIN_PX):
+                    continue
+                if covered_share(box, np.delete(boxes, i, axis=0)) > MAX_COVERED:
+                    continue
+                x0, y0, x1, y1 = np.round(box).astype(int)
+                crops.append(image[y0:y1, x0:x1].copy())
+                ids.append(int(rows[i, 1]))
+                times.append(frame_index / FPS)
+    finally:
+        capture.release()
+    return CropSet(crops, np.asarray(ids, dtype=np.int64), np.asarray(times, dtype=np.float64))
+
+
+def evaluate(features: np.ndarray, data: CropSet, query_window_s: float = 2.0,
+             gap_s: float = 10.0) -> dict[str, float]:
+    """Rank-1, rank-5 and mAP of L2-normalised ``features`` `(N, D)` under the protocol above."""
+    first_seen = {int(i): float(data.time_s[data.ids == i].min()) for i in np.unique(data.ids)}
+    similarity = features @ features.T
+    rank1, rank5, average_precisions, skipped = [], [], [], 0
+    for q in range(len(data.ids)):
+        if data.time_s[q] > first_seen[int(data.ids[q])] + query_window_s:
+            continue
+        gallery = np.flatnonzero(data.time_s >= data.time_s[q] + gap_s - 1e-9)
+        matches = data.ids[gallery] == data.ids[q]
+        if not matches.any():
+            skipped += 1
+            continue
+        order = np.argsort(-similarity[q, gallery], kind="stable")
+        hits = matches[order]
+        rank1.append(bool(hits[0]))
+        rank5.append(bool(hits[:5].any()))
+        positions = np.flatnonzero(hits) + 1
+        average_precisions.append(float(np.mean(np.arange(1, len(positions) + 1) / positions)))
+    return {"rank1": float(np.mean(rank1)), "rank5": float(np.mean(rank5)),
+            "mAP": float(np.mean(average_precisions)), "queries": len(rank1),
+            "queries_without_positive": skipped,
+            "identities": len({int(data.ids[q]) for q in range(len(data.ids))
+                               if data.time_s[q] <= first_seen[int(data.ids[q])] + query_window_s})}
+
+
+def embedders() -> dict[str, Embedder]:
+    """The embeddings compared, by name; models absent from ``../shared`` are left out."""
+    out: dict[str, Embedder] = {"colour_histogram": ColourHistogramEmbedder()}
+    if MOBILENET.is_file():
+        out["mobilenetv2"] = ImagenetEmbedder(MOBILENET)
+    if OSNET_EVAL_ONLY.is_file():
+        out["osnet_x0_25_eval_only"] = OnnxReidEmbedder(OSNET_EVAL_ONLY)
+    return out
+
+
+def run(step: int, query_window_s: float, gap_s: float) -> dict:
+    """Cut the crops once and evaluate every embedding; returns the JSON-ready result."""
+    start = time.perf_counter()
+    data = load_crops(step)
+    result: dict = {"sequence": "PETS09-S2L1 (vtest.avi) frames 1-400, MOT15 GT",
+                    "step_frames": step, "query_window_s": query_window_s, "gap_s": gap_s,
+                    "crops": len(data.crops), "crop_seconds": round(time.perf_counter() - start, 2),
+                    "embeddings": {}}
+    for name, embedder in embedders().items():
+        start = time.perf_counter()
+        features = embedder.embed(data.crops)
+        elapsed = time.perf_counter() - start
+        metrics = evaluate(features, data, query_window_s, gap_s)
+        metrics.update(model_id=embedder.model_id, dim=embedder.dim,
+                       ms_per_crop=round(1000 * elapsed / max(len(data.crops), 1), 2))
+        result["embeddings"][name] = metrics
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--step", type=int, default=5, help="use every STEP-th frame (default 5)")
+    parser.add_argument("--query-window-s", type=float, default=2.0,
+                        help="queries: each identity's crops in its first seconds (default 2)")
+    parser.add_argument("--gap-s", type=float, default=10.0,
+                        help="gallery: crops at least this long after the query (default 10)")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.step, args.query_window_s, args.gap_s)
+    except FileNotFoundError as exc:
+        print(f"reid benchmark: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['sequence']}: {result['crops']} crops, every {args.step}th frame; queries "
+          f"in the first {args.query_window_s} s of each identity, gallery >= {args.gap_s} s later")
+    print(f"{'embedding':24s} {'rank-1':>7s} {'rank-5':>7s} {'mAP':>7s} {'queries':>8s} "
+          f"{'ms/crop':>8s}  model_id")
+    for name, m in result["embeddings"].items():
+        print(f"{name:24s} {m['rank1']:7.3f} {m['rank5']:7.3f} {m['mAP']:7.3f} {m['queries']:8d} "
+              f"{m['ms_per_crop']:8.2f}  {m['model_id']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
