@@ -211,13 +211,9 @@ class OnnxBinClassifier:
         self._std = np.asarray(std, np.float32).reshape(3, 1, 1)
         if self._mean.size != 3 or not np.all(self._std > 0):
             raise SceneDetectorError(f"mean/std must be 3 numbers each, std > 0; got {mean}, {std}")
-        import onnxruntime as ort  # noqa: PLC0415 - keep the classical path free of ONNX Runtime
+        from detectors.onnx import load_session  # noqa: PLC0415 - ONNX Runtime only when configured
 
-        from detectors.yolox import select_providers  # noqa: PLC0415
-        try:
-            self._session = ort.InferenceSession(str(path), providers=select_providers(providers))
-        except Exception as exc:  # onnxruntime raises its own non-exported exception types
-            raise DetectorError(f"cannot load ONNX model {path}: {exc}") from exc
+        self._session = load_session(path, providers)
         inp = self._session.get_inputs()[0]
         if len(inp.shape) != 4 or inp.shape[1] != 3:
             raise DetectorError(f"{path}: expected input (N, 3, H, W), got {inp.shape}")

@@ -169,12 +169,9 @@ class OnnxWaterSegmenter:
         path = Path(model_path)
         if not path.is_file():
             raise ModelNotFoundError(f"water segmentation model not found: {path}")
-        import onnxruntime as ort  # lazy: the classical path needs no ONNX Runtime
+        from detectors.onnx import load_session  # lazy: the classical path needs no ONNX Runtime
 
-        try:
-            self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own non-exported exception types
-            raise DetectorError(f"cannot load ONNX model {path}: {exc}") from exc
+        self._session = load_session(path)
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise DetectorError(f"{path}: expected one (1, 3, H, W) input, got {[i.shape for i in inputs]}")

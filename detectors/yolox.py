@@ -14,9 +14,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from detectors.base import DetectorError, ModelNotFoundError, check_batch
+from detectors.onnx import load_session, select_providers  # noqa: F401 - select_providers re-exported
 from detectors.coco import COCO80
 from detectors.types import Detections
 
@@ -28,31 +28,6 @@ PAD_VALUE = 114
 STRIDES = (8, 16, 32)
 #: Default cap on frames per ``session.run`` for models with a dynamic batch axis.
 DEFAULT_MAX_BATCH = 16
-
-
-def select_providers(requested: Sequence[str]) -> list[str]:
-    """Keep the requested onnxruntime providers that this machine has, CPU last.
-
-    Args:
-        requested: Provider names in order of preference, e.g.
-            ``("CUDAExecutionProvider", "CPUExecutionProvider")``.
-
-    Returns:
-        The available ones in the same order, always ending with ``"CPUExecutionProvider"``;
-        each unavailable one is logged at INFO (a config that lists CUDA first runs
-        unchanged on a CPU machine; the provider in use is logged when the model loads).
-    """
-    available = set(ort.get_available_providers())
-    chosen: list[str] = []
-    for name in requested:
-        if name == "CPUExecutionProvider":
-            continue
-        if name in available:
-            chosen.append(name)
-        else:
-            log.info("onnxruntime provider %s is not available here (available: %s); skipped",
-                        name, ", ".join(sorted(available)))
-    return [*chosen, "CPUExecutionProvider"]
 
 
 def letterbox(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
@@ -160,14 +135,7 @@ class YoloxOnnxDetector:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
 
-        options = ort.SessionOptions()
-        if intra_op_num_threads is not None:
-            options.intra_op_num_threads = intra_op_num_threads
-        try:
-            self._session = ort.InferenceSession(str(path), sess_options=options,
-                                                 providers=select_providers(providers))
-        except Exception as exc:  # onnxruntime raises its own non-exported exception types
-            raise DetectorError(f"cannot load ONNX model {path}: {exc}") from exc
+        self._session = load_session(path, providers, intra_op_num_threads)
 
         inp = self._session.get_inputs()[0]
         if len(inp.shape) != 4 or inp.shape[1] != 3:

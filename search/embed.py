@@ -15,10 +15,9 @@ from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from detectors.base import DetectorError, ModelNotFoundError
-from detectors.yolox import select_providers
+from detectors.onnx import load_session
 from ingest.errors import ShapeError
 from ingest.frame import check_array
 
@@ -123,7 +122,7 @@ class OnnxReidEmbedder:
                 call overhead but hold more memory. Ignored for a fixed batch of 1.
             input_hw: ``(height, width)`` used only when the model's spatial axes are dynamic.
             providers: onnxruntime providers in order of preference; unavailable ones are
-                skipped (see :func:`detectors.yolox.select_providers`).
+                skipped (see :func:`detectors.onnx.select_providers`).
             intra_op_num_threads: onnxruntime threads per call; ``None`` lets it choose.
 
         Raises:
@@ -137,14 +136,7 @@ class OnnxReidEmbedder:
             raise ModelNotFoundError(f"embedding model file not found: {path}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        options = ort.SessionOptions()
-        if intra_op_num_threads is not None:
-            options.intra_op_num_threads = intra_op_num_threads
-        try:
-            self._session = ort.InferenceSession(str(path), sess_options=options,
-                                                 providers=select_providers(providers))
-        except Exception as exc:  # onnxruntime raises its own non-exported exception types
-            raise EmbedderError(f"cannot load ONNX model {path}: {exc}") from exc
+        self._session = load_session(path, providers, intra_op_num_threads, error=EmbedderError)
         inp = self._session.get_inputs()[0]
         out = self._session.get_outputs()[0]
         if len(inp.shape) != 4 or inp.shape[1] != 3 or len(out.shape) != 2:
