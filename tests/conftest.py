@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -50,6 +51,36 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.05)
+
+
+@functools.lru_cache(maxsize=2)
+def pets_clip(step: int = 2) -> tuple[list, list[float], list]:
+    """PETS09-S2L1 frames 0..399 of vtest.avi, every ``step``-th, with their ground truth.
+
+    Returns:
+        ``(images, times_s, xyxy)``: `(576, 768, 3)` uint8 BGR frames, stream times in seconds,
+        and per frame the GT person boxes `(N, 4)` float32 xyxy px with ids `(N,)` int64 as
+        ``(boxes, ids)`` (GT frame n = video frame n - 1). Skips when ../shared is absent.
+    """
+    import av
+    import numpy as np
+
+    from tracker.mot import read_mot
+
+    gt = read_mot(need(PETS_GT))
+    images, times, people = [], [], []
+    with av.open(str(need(VTEST))) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index >= 400:
+                break
+            if index % step:
+                continue
+            images.append(frame.to_ndarray(format="bgr24"))
+            times.append(float(frame.time))
+            rows = gt.get(index + 1, np.zeros((0, 6)))
+            xyxy = np.column_stack([rows[:, 1:3], rows[:, 1:3] + rows[:, 3:5]]).astype(np.float32).reshape(-1, 4)
+            people.append((xyxy, rows[:, 0].astype(np.int64)))
+    return images, times, people
 
 
 @pytest.fixture

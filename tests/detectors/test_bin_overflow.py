@@ -19,7 +19,6 @@ import time
 from fractions import Fraction
 from functools import lru_cache
 
-import av
 import cv2
 import numpy as np
 import onnx
@@ -33,8 +32,7 @@ from detectors.scene import SceneDetector, SceneDetectorError
 from detectors.scene_change import SceneChangeConfig
 from detectors.types import Detections
 from ingest.frame import Frame
-from tests.conftest import PETS_GT, SHARED, VTEST, need
-from tracker.mot import read_mot
+from tests.conftest import SHARED, need, pets_clip
 
 BINS = SHARED / "data" / "images" / "bins" / "amsterdam-garbage-object-detection"
 CLEAN_PHOTO = BINS / "mdc_photo_cdv_photo_341_1508952332388.jpg"
@@ -67,17 +65,8 @@ BUSY_AROUND = box_zone("bin-path-ground", BUSY_BIN_XYWH, pad=40)
 @lru_cache(maxsize=1)
 def clip() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """vtest.avi frames 0..399 at 5 fps played forward then backward, and their GT person boxes."""
-    gt = read_mot(need(PETS_GT))
-    images, masks = [], []
-    with av.open(str(need(VTEST))) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index >= 400:
-                break
-            if index % STEP:
-                continue
-            images.append(frame.to_ndarray(format="bgr24"))
-            rows = gt.get(index + 1, np.zeros((0, 6)))  # GT frame n = video frame n - 1
-            masks.append(np.column_stack([rows[:, 1:3], rows[:, 1:3] + rows[:, 3:5]]).astype(np.float32))
+    images, _, people = pets_clip(STEP)
+    masks = [boxes for boxes, _ in people]
     return images + images[::-1], masks + masks[::-1]
 
 

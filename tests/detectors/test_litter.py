@@ -20,7 +20,6 @@ from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -33,7 +32,7 @@ from detectors.scene import SceneDetector, SceneDetectorError, SceneEvent
 from detectors.scene_change import SceneChangeConfig
 from detectors.types import Detections
 from ingest.frame import Frame
-from tests.conftest import PETS_GT, REPO, SHARED, VTEST, YOLOX_PATH, need
+from tests.conftest import PETS_GT, REPO, SHARED, YOLOX_PATH, need, pets_clip
 from tracker.mot import read_mot
 
 CARTON = SHARED / "data" / "images" / "litter" / "naver-recycle-trash" / "1.jpg"
@@ -50,20 +49,9 @@ WH = (768, 576)
 @lru_cache(maxsize=1)
 def clip() -> tuple[list[np.ndarray], list[float], list[Detections]]:
     """Frames 0..399 of vtest.avi at 5 fps, their times, and the GT people as tracked detections."""
-    gt = read_mot(need(PETS_GT))
-    images, times, people = [], [], []
-    with av.open(str(need(VTEST))) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index >= 400:
-                break
-            if index % STEP:
-                continue
-            images.append(frame.to_ndarray(format="bgr24"))
-            times.append(float(frame.time))
-            rows = gt.get(index + 1, np.zeros((0, 6)))  # GT frame n = video frame n - 1
-            xyxy = np.column_stack([rows[:, 1:3], rows[:, 1:3] + rows[:, 3:5]]).astype(np.float32)
-            people.append(Detections(xyxy, np.ones(len(rows), np.float32), np.zeros(len(rows), np.int32),
-                                     rows[:, 0].astype(np.int64)))
+    images, times, gt = pets_clip(STEP)
+    people = [Detections(xyxy, np.ones(len(ids), np.float32), np.zeros(len(ids), np.int32), ids)
+              for xyxy, ids in gt]
     return images, times, people
 
 

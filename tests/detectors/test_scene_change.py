@@ -10,7 +10,6 @@ import time
 from fractions import Fraction
 from functools import lru_cache
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -18,8 +17,7 @@ import pytest
 from calibration.zones import Zone
 from detectors.scene_change import SceneChangeConfig, SceneChangeError, ZoneSceneChange
 from ingest.frame import Frame
-from tests.conftest import PETS_GT, SHARED, VTEST, need
-from tracker.mot import read_mot
+from tests.conftest import SHARED, need, pets_clip
 
 LITTER = SHARED / "data" / "images" / "litter" / "naver-recycle-trash" / "1.jpg"
 #: Lawn and road across the middle of vtest.avi, full-frame pixels (768x576).
@@ -33,19 +31,8 @@ T0_S = 8.0
 @lru_cache(maxsize=1)
 def clip() -> tuple[list[np.ndarray], list[float], list[np.ndarray]]:
     """Frames 0..399 of vtest.avi sampled at 5 fps, their times, and GT person boxes (xyxy)."""
-    gt = read_mot(need(PETS_GT))
-    images, times, masks = [], [], []
-    with av.open(str(need(VTEST))) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index >= 400:
-                break
-            if index % STEP:
-                continue
-            images.append(frame.to_ndarray(format="bgr24"))
-            times.append(float(frame.time))
-            rows = gt.get(index + 1, np.zeros((0, 6)))  # GT frame n = video frame n - 1
-            masks.append(np.column_stack([rows[:, 1:3], rows[:, 1:3] + rows[:, 3:5]]).astype(np.float32))
-    return images, times, masks
+    images, times, people = pets_clip(STEP)
+    return images, times, [boxes for boxes, _ in people]
 
 
 @lru_cache(maxsize=1)
