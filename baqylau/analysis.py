@@ -158,6 +158,16 @@ class AlertOutput:
         self.snap_dir = self.data_dir / "snapshots"
         self.store = AlertStore(self.data_dir / "alerts.db")
         self.sinks = [JsonlSink(self.data_dir / cfg.alerts.jsonl_path)] if cfg.alerts.jsonl_path else []
+        self._search = None
+
+    @property
+    def search(self):  # noqa: ANN201 - baqylau.sightings.SearchOutput, imported lazily
+        """The process's sighting store, embedder and watchlist matcher, opened on first use."""
+        if self._search is None:
+            from baqylau.sightings import SearchOutput
+
+            self._search = SearchOutput(self.cfg)
+        return self._search
 
     def emit(self, event: str, alert: Alert | None) -> None:
         """Hand an alert event to every sink; a failing sink is logged and never stops analysis."""
@@ -170,9 +180,11 @@ class AlertOutput:
                 log.error("sink %s failed on %s: %s", type(sink).__name__, alert.alert_id, exc)
 
     def close(self) -> None:
-        """Close sinks and the store."""
+        """Close sinks, the sighting store and the alert store."""
         for sink in self.sinks:
             sink.close()
+        if self._search is not None:
+            self._search.close()
         self.store.close()
 
 
@@ -242,6 +254,11 @@ class CameraAnalysis:
         self.scene_states = SceneStates(Path(cfg.data_dir) / "scene" / cam.id, self.scene,
                                         cfg.runtime.scene_save_interval_s, restore)
         self.open_scene: dict[tuple[str, int], str] = {}  # (detector_id, situation_id) -> alert_id
+        self.sightings = None
+        if cfg.search.enabled and "person" in self.class_names:
+            from baqylau.sightings import CameraSightings
+
+            self.sightings = CameraSightings(cam, cfg, output, self.source_key, self.homography)
 
     def process(self, frame: Frame, dets: Detections) -> None:
         """Track this frame's detections, run the zone rules and raise or update alerts."""
@@ -253,10 +270,20 @@ class CameraAnalysis:
             self.mot.write(frame.frame_index + 1, tracked)
         for event in self.rules.update(frame, tracked):
             self._on_event(event)
-        if self.scene:
+        people = vehicles = None
+        if self.sightings is not None:
             from baqylau.scene import split_movers
 
             people, vehicles = split_movers(tracked, self.class_names)
+            try:
+                self.sightings.update(frame, people)
+            except Exception:  # noqa: BLE001 - search must never stop alerting
+                log.exception("camera %s: sightings failed at t=%.2f s", self.cam.id, frame.time_s)
+        if self.scene:
+            from baqylau.scene import split_movers
+
+            if people is None:
+                people, vehicles = split_movers(tracked, self.class_names)
             for det in self.scene:
                 try:
                     events = det.update(frame, people, vehicles)
@@ -288,6 +315,11 @@ class CameraAnalysis:
             except Exception:  # noqa: BLE001
                 log.exception("camera %s: scene detector %s failed to flush", self.cam.id, det.detector_id)
         self.scene_states.maybe_save(force=True)
+        if self.sightings is not None:
+            try:
+                self.sightings.flush(self.last_frame)
+            except Exception:  # noqa: BLE001
+                log.exception("camera %s: sightings failed to flush", self.cam.id)
         if self.mot is not None:
             self.mot.close()
             self.mot = None
@@ -461,4 +493,6 @@ class CameraAnalysis:
         c = self.counters
         return {"frames_analysed": c.frames_analysed, "detections": c.detections,
                 "tracks": int(self.tracker.tracks_started), "alerts": c.alerts, "alerts_new": c.alerts_new,
-                "scene_learning": sorted(d.detector_id for d in self.scene if still_learning(d))}
+                "scene_learning": sorted(d.detector_id for d in self.scene if still_learning(d)),
+                "sightings": self.sightings.stored if self.sightings is not None else 0,
+                "person_matches": self.sightings.matches if self.sightings is not None else 0}

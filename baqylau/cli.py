@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from baqylau.config import Config, ConfigError, load_config
@@ -112,8 +113,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipeline.stop()
     publisher = HealthPublisher(cfg)
     status = _StatusLine()
+    from baqylau.sightings import apply_retention
+
+    retention_due = [0.0]  # monotonic time of the next retention pass (sightings, crops, index days)
+
+    def retention() -> None:
+        if time.monotonic() >= retention_due[0]:
+            retention_due[0] = time.monotonic() + 3600.0
+            try:
+                apply_retention(cfg)
+            except Exception:  # noqa: BLE001 - a retention failure must not stop the cameras
+                log.exception("sighting retention failed; retried in an hour")
+
+    retention()
 
     def on_tick(p) -> None:  # noqa: ANN001
+        retention()
         summary = p.summary()
         publisher.publish(summary, layout)
         status(summary)
@@ -167,7 +182,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
     from baqylau.scene import scene_problems
 
-    problems = rule_class_problems(cfg, configured_class_names(cfg)) + scene_problems(cfg)
+    from baqylau.sightings import search_problems
+
+    problems = rule_class_problems(cfg, configured_class_names(cfg)) + scene_problems(cfg) + search_problems(cfg)
     if problems:
         raise ConfigError(args.config, problems)
     print(f"{args.config}: OK, {len(cfg.cameras)} camera(s), "
@@ -219,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     from baqylau.calibrate_cmd import add_calibrate_parser
 
     add_calibrate_parser(sub)
+
+    from baqylau.search_cmd import add_parsers, cmd_dispatch
+
+    before = set(sub.choices)
+    add_parsers(sub)
+    for name in set(sub.choices) - before:
+        sub.choices[name].set_defaults(func=cmd_dispatch)
 
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True)

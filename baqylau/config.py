@@ -403,6 +403,53 @@ class RuntimeConfig(_Model):
                     "replays from its beginning, so the state saved at its end does not fit), always, never.")
 
 
+class SearchConfig(_Model):
+    """Sightings for forensic search and the live watchlist (``search/``).
+
+    Every person track becomes a sighting (best crops, colours, embedding, trajectory) in
+    ``data_dir/sightings/``; live sightings are compared with the watchlist in
+    ``data_dir/watchlist/`` and a match raises a ``person_match`` alert for the police queue.
+    """
+
+    enabled: bool = Field(True, description="Collect sightings from person tracks.")
+    embedder: Literal["auto", "imagenet", "osnet", "colour_histogram"] = Field(
+        "auto",
+        description="Appearance embedding: 'imagenet' = an ImageNet backbone such as the MobileNetV2 "
+                    "export (the permissive default), 'osnet' = a re-ID model in the OSNet input "
+                    "convention [N,3,256,128], 'colour_histogram' = weights-free; 'auto' = 'imagenet' "
+                    "when model_path exists, else colour_histogram with a warning.")
+    model_path: str | None = Field(None, description="ONNX embedding model; relative to the config file.")
+    providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="ONNX Runtime providers for the embedder, in order of preference.")
+    threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads.")
+    crops_per_sighting: int = Field(3, ge=1, le=10, description="Best crops kept (and embedded) per sighting.")
+    lost_after_s: float | None = Field(
+        None, gt=0, le=600,
+        description="A track unseen this long ends its sighting, stream s; null = the tracker's "
+                    "lost_track_buffer_s (shorter splits one pass into several sightings).")
+    max_duration_s: float = Field(
+        600.0, gt=0, le=86400, description="Longer tracks are cut into consecutive sightings, stream s.")
+    min_duration_s: float = Field(1.0, ge=0, le=600, description="Shorter tracks are dropped (noise), s.")
+    retention_days: int = Field(
+        30, ge=1, le=3650, description="Sightings and crops older than this many UTC days are deleted.")
+    watchlist: bool = Field(True, description="Compare live sightings with the active watchlist entries.")
+    watch_every_s: float = Field(
+        2.0, gt=0, le=600,
+        description="While a person is in view, compare their crops so far with the watchlist this "
+                    "often (stream s), so a match is raised before they leave.")
+    crop_quality: int = Field(90, ge=10, le=100, description="JPEG quality of stored crops.")
+
+    @model_validator(mode="after")
+    def _durations(self) -> SearchConfig:
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError(f"min_duration_s ({self.min_duration_s}) must be below max_duration_s "
+                             f"({self.max_duration_s})")
+        if self.embedder in ("imagenet", "osnet") and not self.model_path:
+            raise ValueError(f"embedder {self.embedder!r} needs model_path")
+        return self
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -413,6 +460,7 @@ class Config(_Model):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     defaults: CameraDefaults = Field(default_factory=CameraDefaults)
     cameras: Annotated[list[CameraConfig], Field(min_length=1)]
 
@@ -571,6 +619,9 @@ def load_config(path: str | Path) -> Config:
         "detector": det.model_copy(update={
             "model_path": _resolve_path(det.model_path, base) if det.model_path else None,
             "classes_path": _resolve_path(det.classes_path, base) if det.classes_path else None,
+        }),
+        "search": cfg.search.model_copy(update={
+            "model_path": _resolve_path(cfg.search.model_path, base) if cfg.search.model_path else None,
         }),
         "tracker": cfg.tracker.model_copy(update={
             "mot_dir": _resolve_path(cfg.tracker.mot_dir, base) if cfg.tracker.mot_dir else None,

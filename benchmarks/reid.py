@@ -16,7 +16,15 @@ video frame n-1) and are never written to disk. Protocol:
 Embeddings: colour histogram (weights-free), MobileNetV2 ImageNet (``mobilenetv2-embedding``,
 the permissive default) and OSNet x0.25 MSMT17 (``eval-only``: evaluation only, never a default).
 
-Usage: ``.venv/bin/python benchmarks/reid.py [--json]``; ``BAQYLAU_SHARED`` overrides ``../shared``.
+Watchlist thresholds (``--thresholds``): on the same crops, the cosine score of every
+same-identity pair at least ``--gap-s`` apart (genuine) and of every different-identity pair
+(impostor, any time), per embedding; the threshold is the lowest score (rounded up to 0.001)
+whose false-match rate per comparison (share of impostor pairs scoring >= it) is at most
+``--fmr`` (1 %), with the genuine hit rate (share of genuine pairs scoring >= it) at that
+threshold. These are the defaults of :data:`search.watchlist.DEFAULT_THRESHOLDS`.
+
+Usage: ``.venv/bin/python benchmarks/reid.py [--json] [--thresholds [--fmr 0.01]]``;
+``BAQYLAU_SHARED`` overrides ``../shared``.
 """
 
 from __future__ import annotations
@@ -172,6 +180,55 @@ def run(step: int, query_window_s: float, gap_s: float) -> dict:
     return result
 
 
+def pair_scores(features: np.ndarray, data: CropSet, gap_s: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine scores of genuine and impostor crop pairs, each unordered pair once.
+
+    Args:
+        features: `(N, D)` float32 L2-normalised embeddings of ``data.crops``.
+        data: The crops' identities and times.
+        gap_s: Least time between the two crops of a genuine pair, s.
+
+    Returns:
+        ``(genuine, impostor)``: `(G,)` and `(I,)` float64 scores of same-identity pairs at least
+        ``gap_s`` apart and of all different-identity pairs.
+    """
+    similarity = features.astype(np.float64) @ features.astype(np.float64).T
+    upper = np.triu(np.ones_like(similarity, dtype=bool), k=1)
+    same = data.ids[:, None] == data.ids[None, :]
+    apart = np.abs(data.time_s[:, None] - data.time_s[None, :]) >= gap_s - 1e-9
+    return similarity[upper & same & apart], similarity[upper & ~same]
+
+
+def threshold_at_fmr(genuine: np.ndarray, impostor: np.ndarray, fmr: float = 0.01) -> dict[str, float]:
+    """Lowest threshold (a multiple of 0.001) with at most ``fmr`` of ``impostor`` scores >= it.
+
+    Returns:
+        ``threshold``, the measured ``fmr`` and genuine ``hit_rate`` at it, and the pair counts.
+    """
+    ordered = np.sort(impostor)[::-1]
+    allowed = int(np.floor(fmr * len(ordered)))  # impostor pairs that may score >= threshold
+    boundary = ordered[allowed] if allowed < len(ordered) else -1.0
+    threshold = np.ceil(boundary * 1000 + 1e-6) / 1000  # strictly above the first excluded score
+    return {"threshold": round(float(threshold), 3), "fmr": float(np.mean(impostor >= threshold)),
+            "hit_rate": float(np.mean(genuine >= threshold)), "genuine_pairs": int(len(genuine)),
+            "impostor_pairs": int(len(impostor)),
+            "genuine_median": round(float(np.median(genuine)), 4),
+            "impostor_median": round(float(np.median(impostor)), 4)}
+
+
+def run_thresholds(step: int, gap_s: float, fmr: float) -> dict:
+    """Measure the watchlist threshold of every embedding; returns the JSON-ready result."""
+    data = load_crops(step)
+    result: dict = {"sequence": "PETS09-S2L1 (vtest.avi) frames 1-400, MOT15 GT",
+                    "step_frames": step, "gap_s": gap_s, "target_fmr": fmr, "crops": len(data.crops),
+                    "embeddings": {}}
+    for name, embedder in embedders().items():
+        genuine, impostor = pair_scores(embedder.embed(data.crops), data, gap_s)
+        result["embeddings"][name] = {"model_id": embedder.model_id,
+                                      **threshold_at_fmr(genuine, impostor, fmr)}
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -180,14 +237,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="queries: each identity's crops in its first seconds (default 2)")
     parser.add_argument("--gap-s", type=float, default=10.0,
                         help="gallery: crops at least this long after the query (default 10)")
+    parser.add_argument("--thresholds", action="store_true",
+                        help="measure the watchlist thresholds at --fmr instead of the ranking")
+    parser.add_argument("--fmr", type=float, default=0.01,
+                        help="false-match rate per comparison for --thresholds (default 0.01)")
     args = parser.parse_args(argv)
     try:
-        result = run(args.step, args.query_window_s, args.gap_s)
+        if args.thresholds:
+            result = run_thresholds(args.step, args.gap_s, args.fmr)
+        else:
+            result = run(args.step, args.query_window_s, args.gap_s)
     except FileNotFoundError as exc:
         print(f"reid benchmark: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))
+        return 0
+    if args.thresholds:
+        print(f"{result['sequence']}: {result['crops']} crops; genuine pairs >= {args.gap_s} s apart, "
+              f"impostor pairs any time; threshold at false-match rate <= {args.fmr}")
+        print(f"{'embedding':24s} {'thresh':>7s} {'FMR':>7s} {'hit':>7s} {'genuine':>8s} "
+              f"{'impostor':>9s}  model_id")
+        for name, m in result["embeddings"].items():
+            print(f"{name:24s} {m['threshold']:7.3f} {m['fmr']:7.4f} {m['hit_rate']:7.3f} "
+                  f"{m['genuine_pairs']:8d} {m['impostor_pairs']:9d}  {m['model_id']}")
         return 0
     print(f"{result['sequence']}: {result['crops']} crops, every {args.step}th frame; queries "
           f"in the first {args.query_window_s} s of each identity, gallery >= {args.gap_s} s later")

@@ -23,7 +23,7 @@ The learned colour-naming table of van de Weijer et al. (IEEE TIP 2009) would be
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -168,3 +168,29 @@ def clothing_colours(crop_bgr: np.ndarray) -> ClothingColours:
     lower = colour_shares(central_region(smooth, LOWER_BAND, SIDE_MARGIN))
     return ClothingColours(next(iter(upper)), next(iter(lower)),
                            MappingProxyType(upper), MappingProxyType(lower))
+
+
+def mean_clothing_colours(crops_bgr: Sequence[np.ndarray]) -> ClothingColours:
+    """Clothing colours of one person from several crops: per-name shares averaged over the
+    crops (:func:`clothing_colours` of each), the largest mean share naming each band, so one
+    crop spoiled by an occluder (a blue sign in front of a dark coat) does not name the coat.
+
+    Args:
+        crops_bgr: One or more `(H, W, 3)` uint8 BGR crops of the same person.
+
+    Raises:
+        ShapeError: When a crop is not a non-empty `(H, W, 3)` uint8 array, or none is given.
+    """
+    if not crops_bgr:
+        raise ShapeError("mean_clothing_colours needs at least one crop")
+    each = [clothing_colours(c) for c in crops_bgr]
+
+    def mean(key: str) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for c in each:
+            for name, share in getattr(c, key).items():
+                total[name] = total.get(name, 0.0) + share / len(each)
+        return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+    upper, lower = mean("upper_shares"), mean("lower_shares")
+    return ClothingColours(next(iter(upper)), next(iter(lower)), MappingProxyType(upper), MappingProxyType(lower))

@@ -118,13 +118,17 @@ class BestCrops:
     costs one quality computation per box. Not thread-safe; one instance per camera.
     """
 
-    def __init__(self, k: int = 3, min_quality: float = 0.0) -> None:
+    def __init__(self, k: int = 3, min_quality: float = 0.0, min_gap_s: float = 0.0) -> None:
         """Create an empty keeper.
 
         Args:
             k: Crops kept per track, >= 1.
             min_quality: Crops scoring below this are never kept, in [0, 1]; higher keeps
                 tracks seen only as tiny or hidden boxes without any crop.
+            min_gap_s: Kept crops of a track are at least this far apart in stream time (a
+                better crop replaces the kept ones closer than this), so the ``k`` crops show
+                the person at different moments: one static occluder (a sign, a pole) or one
+                odd pose then spoils one crop, not all. 0 keeps the ``k`` best regardless.
 
         Raises:
             ValueError: When ``k`` < 1 or ``min_quality`` is outside [0, 1].
@@ -133,8 +137,11 @@ class BestCrops:
             raise ValueError(f"k must be >= 1, got {k}")
         if not 0.0 <= min_quality <= 1.0:
             raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
+        if not min_gap_s >= 0.0:
+            raise ValueError(f"min_gap_s must be >= 0, got {min_gap_s}")
         self.k = k
         self.min_quality = min_quality
+        self.min_gap_s = float(min_gap_s)
         self._heaps: dict[int, list[tuple[float, int, ScoredCrop]]] = {}
         self._order = itertools.count()
 
@@ -159,8 +166,15 @@ class BestCrops:
         """
         quality = crop_quality(image, xyxy, others_xyxy)
         heap = self._heaps.setdefault(int(track_id), [])
-        if quality <= 0.0 or quality < self.min_quality or (
-                len(heap) >= self.k and quality <= heap[0][0]):
+        if quality <= 0.0 or quality < self.min_quality:
+            return False
+        near: list[int] = []
+        if self.min_gap_s > 0 and time_s is not None:
+            near = [j for j, (_, _, it) in enumerate(heap)
+                    if it.time_s is not None and abs(it.time_s - time_s) < self.min_gap_s]
+            if any(quality <= heap[j][0] for j in near):
+                return False
+        if not near and len(heap) >= self.k and quality <= heap[0][0]:
             return False
         box = np.asarray(xyxy, dtype=np.float32).copy()
         h, w = image.shape[:2]
@@ -168,6 +182,10 @@ class BestCrops:
         x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
         item = ScoredCrop(quality, image[y0:y1, x0:x1].copy(), box, time_s, frame_index)
         entry = (quality, next(self._order), item)
+        if near:  # replaces every kept crop too close in time (all of them worse)
+            for j in sorted(near, reverse=True):
+                heap.pop(j)
+            heapq.heapify(heap)
         if len(heap) < self.k:
             heapq.heappush(heap, entry)
         else:

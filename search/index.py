@@ -24,6 +24,18 @@ faiss HNSWFlat ef=64      1,250       0.33       1.000     native ``IDSelector``
 usearch f32 ef=64           670       0.70       1.000     none exposed in Python (C++ only)
 =====================  ==========  =========  =========  =========================================
 
+Whole index (``benchmarks/search.py``, re-ID-like synthetic data fitted to OSNet on PETS09, see
+its docstring), 300,000 rows in 30 day partitions, efC=64, efSearch=64, machine shared with other
+jobs (load 2-8, so latencies are upper bounds): build 4,300 rows/s; no filter p50 15 ms, p99 37 ms,
+recall@10 0.982; 2-day window p50 2.5 ms, p99 7.4 ms, recall 0.989; window + 10 cameras p50 1.3 ms,
+p99 6.5 ms, recall 1.0; resident memory 3.0 GB and disk 2.15 GB per million rows. One day of
+33,000 rows searched alone (queries whose identity has 1-2 rows that day, the hard case):
+efSearch 32/64/128/256 gives recall@10 0.73/0.86/0.93/0.96 at 0.20/0.30/0.45/0.76 ms (efC=40).
+Searching the day files from a 2-thread pool was *slower* than one after another (p50 12-15 ms vs
+8-12 ms at 150,000 rows; per-partition work is ~0.3 ms and the Python part holds the GIL), so
+``search_threads`` defaults to 1. On the isotropic stress data of the earlier benchmark (no
+neighbourhood structure, intrinsic dimension 512) graph recall is far lower; see the benchmark.
+
 On one day partition (33,000 rows, efC=40) hnswlib and faiss build at ~5,200 rows/s and answer in
 ~0.2 ms. Neither graph search alone is reliable under a selective filter (recall@10 at 5 %
 selectivity: faiss 0.42-0.66, hnswlib 0.90), so selective filters use an exact scan of the
@@ -55,6 +67,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -75,9 +88,10 @@ NORM_TOLERANCE = 1e-3
 EXACT_FRACTION = 0.3
 #: HNSW graph degree (Malkov & Yashunin 2018, arXiv:1603.09320); 16 is the usual memory/recall point.
 HNSW_M = 16
-#: Candidate list size while building: lower builds faster (efC=40 ~5,200 rows/s per 2 cores on a
-#: 33,000-row day, efC=100 ~1,250) at the cost of graph quality; recall is checked in the benchmark.
-EF_CONSTRUCTION = 40
+#: Candidate list size while building: lower builds faster (per 2 cores on a 33,000-row day of
+#: re-ID-like data: efC=40 ~11,000 rows/s, 80 ~7,300, 120 ~4,800) at the cost of graph quality
+#: (recall@10 at efSearch 64: 0.86, 0.89, 0.90 on that day alone); see the module docstring.
+EF_CONSTRUCTION = 64
 #: Candidate list size while searching (at least 2 * k is used): higher is slower but more exact.
 EF_SEARCH = 64
 
@@ -343,18 +357,46 @@ class FaissDayIndex(VectorIndex):
         dim: embedding dimension D.
         model: name of the embedding model; reopening with another model or dim is refused.
         ef_search: HNSW search candidate list size (see :data:`EF_SEARCH`).
+        ef_construction: HNSW build candidate list size for new day files (see
+            :data:`EF_CONSTRUCTION`); existing files keep the graph they were built with.
+        search_threads: day partitions searched concurrently by one query (FAISS releases the GIL);
+            1 (default) searches them one after another in the calling thread. Results are
+            identical either way; on the 2-core machine 2 threads were slower (module docstring).
 
     Raises:
         IndexStoreError: the directory holds an index of another model or dimension.
     """
 
-    def __init__(self, directory: str | os.PathLike, dim: int, model: str, ef_search: int = EF_SEARCH):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        dim: int,
+        model: str,
+        ef_search: int = EF_SEARCH,
+        *,
+        ef_construction: int = EF_CONSTRUCTION,
+        search_threads: int = 1,
+    ):
         import faiss  # MIT; imported here so the interface is usable without it
 
         self._faiss = faiss
         self.dim = int(dim)
         self.model = str(model)
         self.ef_search = int(ef_search)
+        self.ef_construction = int(ef_construction)
+        threads = int(search_threads)
+        if threads < 1 or self.ef_search < 1 or self.ef_construction < 1:
+            raise IndexStoreError(
+                f"search_threads, ef_search and ef_construction must be >= 1, got {threads}, "
+                f"{self.ef_search}, {self.ef_construction}"
+            )
+        self._pool = None
+        if threads > 1:
+            # One OpenMP thread inside each worker: FAISS opens an OpenMP team even for one query,
+            # and teams inside a thread pool oversubscribe the cores (set per calling thread).
+            self._pool = ThreadPoolExecutor(
+                threads, thread_name_prefix="index-search", initializer=faiss.omp_set_num_threads, initargs=(1,)
+            )
         self.directory = Path(directory)
         (self.directory / "days").mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.directory / "index.sqlite")
@@ -396,7 +438,7 @@ class FaissDayIndex(VectorIndex):
             index = self._faiss.read_index(str(path))
         else:
             index = self._faiss.IndexHNSWFlat(self.dim, HNSW_M, self._faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = EF_CONSTRUCTION
+            index.hnsw.efConstruction = self.ef_construction
         n = index.ntotal
         ids = np.full(n, -1, np.int64)
         cam = np.full(n, -1, np.int32)
@@ -461,7 +503,7 @@ class FaissDayIndex(VectorIndex):
             raise IndexStoreError(f"ids: already in the index ({exc})") from exc
 
     def search(self, vector, k=10, time_from=None, time_to=None, cameras=None, bbox=None) -> list[Hit]:
-        """See :meth:`VectorIndex.search`."""
+        """See :meth:`VectorIndex.search`; day partitions are searched in parallel (``search_threads``)."""
         self._check_open()
         q = check_query(vector, self.dim, k)
         t0 = -math.inf if time_from is None else to_epoch_s(time_from)
@@ -471,48 +513,75 @@ class FaissDayIndex(VectorIndex):
             codes = np.array([self._cameras[c] for c in cameras if c in self._cameras], dtype=np.int32)
             if codes.size == 0:
                 return []
-        scores: list[np.ndarray] = []
-        found: list[np.ndarray] = []
+        # Partitions are loaded here, in the calling thread (SQLite connections are per thread).
+        jobs = []  # (partition, whether the time window covers the whole day)
         for day in sorted(self._days):
             d0 = day_start_s(day)
             if d0 + 86400.0 <= t0 or d0 > t1:
                 continue
             part = self._partition(day)
-            n = part.index.ntotal
-            if n == 0:
-                continue
-            mask = part.ids >= 0
-            if t0 > d0 or t1 < d0 + 86400.0:
-                mask &= (part.start_s >= t0) & (part.start_s <= t1)
-            if codes is not None:
-                mask &= np.isin(part.camera_code, codes)
-            if bbox is not None:
-                mask &= (part.lat >= bbox.lat_min) & (part.lat <= bbox.lat_max)
-                mask &= (part.lon >= bbox.lon_min) & (part.lon <= bbox.lon_max)
-            n_sel = int(mask.sum())
-            if n_sel == 0:
-                continue
-            kk = min(k, n_sel)
-            if n_sel == n:
-                params = self._faiss.SearchParametersHNSW(efSearch=max(self.ef_search, 2 * kk))
-                dist, rows = part.index.search(q, kk, params=params)
-            else:
-                sel = self._faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
-                if n_sel <= EXACT_FRACTION * n:
-                    storage = self._faiss.downcast_index(part.index.storage)
-                    dist, rows = storage.search(q, kk, params=self._faiss.SearchParameters(sel=sel))
-                else:
-                    params = self._faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.ef_search, 2 * kk))
-                    dist, rows = part.index.search(q, kk, params=params)
-            ok = rows[0] >= 0
-            found.append(part.ids[rows[0][ok]])
-            scores.append(dist[0][ok])
-        if not found:
+            if part.index.ntotal > 0:
+                jobs.append((part, t0 <= d0 and t1 >= d0 + 86400.0))
+
+        def run(job: tuple[_Partition, bool]) -> tuple[np.ndarray, np.ndarray] | None:
+            return self._search_partition(job[0], q, k, None if job[1] else (t0, t1), codes, bbox)
+
+        if self._pool is None or len(jobs) < 2:
+            results = [run(job) for job in jobs]
+        else:
+            results = list(self._pool.map(run, jobs))
+        results = [r for r in results if r is not None]
+        if not results:
             return []
-        all_ids = np.concatenate(found)
-        all_scores = np.concatenate(scores)
+        all_ids = np.concatenate([r[0] for r in results])
+        all_scores = np.concatenate([r[1] for r in results])
         order = np.argsort(-all_scores, kind="stable")[:k]
         return [Hit(int(all_ids[i]), float(all_scores[i])) for i in order]
+
+    def _search_partition(
+        self,
+        part: _Partition,
+        q: np.ndarray,
+        k: int,
+        window: tuple[float, float] | None,
+        codes: np.ndarray | None,
+        bbox: BBox | None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Top ``k`` of one partition under the filters: `(k',)` int64 ids and float32 scores, or None.
+
+        ``window`` is the (from, to) epoch-second filter, None when it covers the whole day. Runs in a
+        worker thread: reads ``part`` and calls FAISS (which releases the GIL), nothing else.
+        """
+        n = part.index.ntotal
+        mask = part.ids >= 0
+        if window is not None:
+            mask &= (part.start_s >= window[0]) & (part.start_s <= window[1])
+        if codes is not None:
+            mask &= np.isin(part.camera_code, codes)
+        if bbox is not None:
+            mask &= (part.lat >= bbox.lat_min) & (part.lat <= bbox.lat_max)
+            mask &= (part.lon >= bbox.lon_min) & (part.lon <= bbox.lon_max)
+        n_sel = int(np.count_nonzero(mask))
+        if n_sel == 0:
+            return None
+        kk = min(k, n_sel)
+        ef = max(self.ef_search, 2 * kk)
+        if n_sel == n:
+            params = self._faiss.SearchParametersHNSW(efSearch=ef)
+            dist, rows = part.index.search(q, kk, params=params)
+        else:
+            sel = self._faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+            if n_sel <= EXACT_FRACTION * n:
+                storage = self._faiss.downcast_index(part.index.storage)
+                dist, rows = storage.search(q, kk, params=self._faiss.SearchParameters(sel=sel))
+            else:
+                # Filtered-out nodes are still traversed but not returned: widen the candidate list
+                # in proportion so that about ``ef`` admissible candidates are kept.
+                ef = min(int(math.ceil(ef * n / n_sel)), int(math.ceil(ef / EXACT_FRACTION)))
+                params = self._faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
+                dist, rows = part.index.search(q, kk, params=params)
+        ok = rows[0] >= 0
+        return part.ids[rows[0][ok]], dist[0][ok]
 
     def drop_before(self, day: dt.date) -> int:
         """See :meth:`VectorIndex.drop_before`: deletes the day files and their metadata rows."""
@@ -553,6 +622,8 @@ class FaissDayIndex(VectorIndex):
             return
         self.flush()
         self._db.close()
+        if self._pool is not None:
+            self._pool.shutdown()
         self._loaded.clear()
         self._closed = True
 

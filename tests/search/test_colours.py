@@ -86,3 +86,19 @@ def test_pets09_people_colours() -> None:
             if name != want or count < 2 * SAMPLES / 3:
                 wrong.append(f"id {tid} {part}: want {want}, got {dict(got)}")
     assert not wrong, wrong
+
+
+def test_mean_colours_outvote_one_spoiled_crop() -> None:
+    from search.colours import mean_clothing_colours
+
+    def person(top_bgr: tuple[int, int, int]) -> np.ndarray:
+        crop = np.full((160, 60, 3), (40, 40, 40), np.uint8)  # dark trousers
+        crop[25:75] = top_bgr
+        return crop
+
+    red, blue = (30, 30, 200), (200, 80, 20)
+    got = mean_clothing_colours([person(red), person(red), person(blue)])
+    assert got.upper == "red" and got.lower == "black"
+    assert abs(sum(got.upper_shares.values()) - 1) < 1e-6 and got.upper_shares["blue"] > 0
+    with pytest.raises(ShapeError):
+        mean_clothing_colours([])

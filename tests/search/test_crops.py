@@ -94,3 +94,18 @@ def test_offer_detections_on_real_frame() -> None:
     alone = crop_quality(image, xyxy[1])
     assert keeper.best(15)[0].quality < 0.6 * alone  # mostly covered by the untracked box
     assert keeper.best(9)[0].crop.shape == (75, 31, 3)
+
+
+def test_min_gap_keeps_crops_from_different_moments() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)
+    keeper = BestCrops(k=3, min_gap_s=1.0)
+    for i, h in enumerate([100, 110, 120, 130, 60, 70]):  # growing box over 0.0..0.3 s, then later
+        t = 0.1 * i if i < 4 else 2.0 + 1.5 * (i - 4)
+        keeper.offer(7, image, (10, 10, 60, 10 + h), time_s=t)
+    kept = keeper.best(7)
+    times = sorted(c.time_s for c in kept)
+    assert len(kept) == 3 and all(b - a >= 1.0 for a, b in zip(times, times[1:]))
+    assert kept[0].crop.shape[0] == 130  # the best of the close-together burst survives
+    with pytest.raises(ValueError):
+        BestCrops(min_gap_s=-1)

@@ -60,6 +60,7 @@ def milvus_index(path):
 def filled(request, data, tmp_path_factory):
     idx: VectorIndex = request.param(tmp_path_factory.mktemp(request.param.__name__))
     idx.add(data["ids"], data["x"], data["cams"], data["start_s"], data["lat"], data["lon"])
+    idx.flush()  # Milvus: searches then use the built vector index, not a scan of fresh rows
     yield idx
     idx.close()
 
@@ -77,7 +78,7 @@ def test_count_and_exact_top10(filled, data):
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
 
 
-@pytest.mark.parametrize("kind", ["cameras", "time", "bbox", "all"])
+@pytest.mark.parametrize("kind", ["cameras", "broad_cameras", "time", "bbox", "all"])
 def test_filters_inside_search(filled, data, kind):
     t_from = DAY0 + dt.timedelta(days=1, hours=6)
     t_to = DAY0 + dt.timedelta(days=2, hours=3)
@@ -85,8 +86,10 @@ def test_filters_inside_search(filled, data, kind):
     inside_box = (data["lat"] >= box.lat_min) & (data["lat"] <= box.lat_max) & (data["lon"] >= box.lon_min) & (data["lon"] <= box.lon_max)
     in_time = (data["start_s"] >= t_from.timestamp()) & (data["start_s"] <= t_to.timestamp())
     in_cam = np.isin(data["cams"], ["cam-03", "cam-11"])
+    broad = CAMERAS[:12]  # 60 % of each partition: the filtered HNSW graph, not the exact scan
     mask, kwargs = {
         "cameras": (in_cam, dict(cameras=["cam-03", "cam-11"])),
+        "broad_cameras": (np.isin(data["cams"], broad), dict(cameras=broad)),
         "time": (in_time, dict(time_from=t_from, time_to=t_to)),
         "bbox": (inside_box, dict(bbox=box)),
         "all": (in_cam & in_time, dict(cameras=["cam-03", "cam-11"], time_from=t_from, time_to=t_to.timestamp())),
@@ -207,3 +210,38 @@ def test_query_errors(filled, data):
         filled.search(data["q"][0] * 3, 10)
     with pytest.raises(IndexStoreError, match="naive|timezone-aware"):
         filled.search(data["q"][0], 10, time_from=dt.datetime(2025, 3, 1))
+
+
+def test_parallel_search_equals_serial(tmp_path, data):
+    """Partitions searched by a thread pool give exactly the serial results, filters included."""
+    with FaissDayIndex(tmp_path, D, "test-model", search_threads=1) as idx:
+        idx.add(data["ids"], data["x"], data["cams"], data["start_s"], data["lat"], data["lon"])
+        queries = [
+            dict(), dict(cameras=["cam-03", "cam-11"]), dict(cameras=CAMERAS[:12]),
+            dict(time_from=DAY0 + dt.timedelta(hours=30), time_to=DAY0 + dt.timedelta(days=3, hours=2)),
+            dict(bbox=BBox(43.2, 76.2, 43.6, 76.7)),
+        ]
+        serial = [idx.search(q, 10, **kw) for q in data["q"][:8] for kw in queries]
+    with FaissDayIndex(tmp_path, D, "test-model", search_threads=3) as idx:
+        assert idx._pool is not None
+        parallel = [idx.search(q, 10, **kw) for q in data["q"][:8] for kw in queries]
+    assert parallel == serial
+
+
+def test_constructor_errors(tmp_path):
+    with pytest.raises(IndexStoreError, match="search_threads"):
+        FaissDayIndex(tmp_path, D, "test-model", search_threads=0)
+
+
+def test_milvus_selective_filter_is_exact(tmp_path, data):
+    """After flush the IVF index serves searches; a 2-camera, 1-day filter still returns the exact top 10."""
+    idx = milvus_index(tmp_path)
+    idx.add(data["ids"], data["x"], data["cams"], data["start_s"])
+    idx.flush()
+    t_from, t_to = DAY0 + dt.timedelta(days=1), DAY0 + dt.timedelta(days=2)
+    mask = np.isin(data["cams"], ["cam-03", "cam-11"])
+    mask &= (data["start_s"] >= t_from.timestamp()) & (data["start_s"] <= t_to.timestamp())
+    for q in data["q"]:
+        hits = idx.search(q, 10, cameras=["cam-03", "cam-11"], time_from=t_from, time_to=t_to)
+        assert [h.id for h in hits] == exact(data, q, 10, mask)
+    idx.close()

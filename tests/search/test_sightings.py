@@ -101,3 +101,19 @@ def test_gap_longer_than_lost_after_splits_and_long_tracks_are_cut() -> None:
 def test_bad_parameters_raise(kwargs: dict) -> None:
     with pytest.raises(SightingError):
         SightingBuilder("cam", **kwargs)
+
+
+def test_provisional_sightings_carry_the_final_id_and_repeat_only_every_period() -> None:
+    builder = SightingBuilder("square", "vtest", ColourHistogramEmbedder(), min_duration_s=1.0)
+    seen: dict[str, list[float]] = {}
+    finished = []
+    for frame, dets in frames():
+        finished += builder.update(frame, dets)
+        for s in builder.provisional(frame.time_s, every_s=4.0, min_age_s=2.0):
+            assert s.embedding is not None and s.start_time_s <= frame.time_s - 2.0
+            seen.setdefault(s.sighting_id, []).append(frame.time_s)
+    finished += builder.flush()
+    assert seen, "people in view for > 2 s must be checked before they leave"
+    assert set(seen) <= {s.sighting_id for s in finished}  # same id as the stored sighting
+    for times in seen.values():
+        assert all(b - a >= 4.0 - 1e-9 for a, b in zip(times, times[1:]))
