@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 2
     except BaqylauError as exc:
-        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        text = str(exc.args[0]) if exc.args else ""  # args[0]: a KeyError's str() adds quotes
+        return _fail(text.splitlines()[0] if text else type(exc).__name__)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `baqylau status --watch 2 | head`

@@ -305,12 +305,13 @@ def cmd_search_follow(args: argparse.Namespace, cfg: Config) -> int:
                                             "max_hops": args.max_hops}, len(steps))
         tz = zoneinfo.ZoneInfo(cfg.timezone)
         rows = []
-        for i, st in enumerate(steps):
+        for st in steps:
             rec = store.get(st.sighting_id)
             if rec is None:  # deleted by retention since the follow
                 continue
             row = _record_row(len(rows) + 1, st.score, rec, tz)
-            row.update({"lat": st.lat, "lon": st.lon, "transit_s": None if st.transit_s is None else round(float(st.transit_s), 1),
+            row.update({"lat": st.lat, "lon": st.lon,
+                        "transit_s": None if st.transit_s is None else round(float(st.transit_s), 1),
                         "distance_m": None if st.distance_m is None or not math.isfinite(st.distance_m)
                         else round(float(st.distance_m), 1)})
             rows.append(row)
@@ -461,7 +462,8 @@ def cmd_audit_list(args: argparse.Namespace, cfg: Config) -> int:
     for e in entries:
         d = _entry_dict(e)
         print(f"{d['time_utc'][:19]}Z  {d['user']:<12} case={d['case_ref']:<14} {d['action']:<16} "
-              f"results={'-' if d.get('results') is None else d['results']}  {json.dumps(d.get('query'), ensure_ascii=False)}")
+              f"results={'-' if d.get('results') is None else d['results']}  "
+              f"{json.dumps(d.get('query'), ensure_ascii=False)}")
     print("audit chain: OK" if ok else "audit chain: BROKEN (a row was changed or deleted)")
     return 0 if ok else 1
 

@@ -100,6 +100,10 @@ class SearchOutput:
         self.embedder = build_embedder(cfg)
         self.store = SightingStore(Path(cfg.data_dir) / "sightings", jpeg_quality=cfg.search.crop_quality)
         self.matcher = None
+        #: Whether the embedding is a generic one (ImageNet features, colour histogram) rather
+        #: than a person re-identification model: watchlist alerts are then far less reliable.
+        self.generic = cfg.search.embedder != "osnet"
+        self.warned_generic = False
         if cfg.search.watchlist:
             from search.watchlist import Watchlist
 
@@ -152,6 +156,13 @@ class CameraSightings:
             self._finished(s, frame)
         matcher = self.search.matcher
         if matcher is not None and matcher.active():
+            if self.search.generic and not self.search.warned_generic:
+                self.search.warned_generic = True
+                log.warning("watchlist matching with %s, a generic embedding, not a person re-identification "
+                            "model: on PETS09 it raised false person_match alerts for most registered people at "
+                            "the default thresholds (benchmarks/RESULTS.md); configure a re-ID export "
+                            "(search.embedder: osnet) before relying on these alerts",
+                            self.search.embedder.model_id)
             for s in self.builder.provisional(frame.time_s, self.cfg.search.watch_every_s):
                 self._check(s, frame, people)
 
@@ -204,7 +215,8 @@ class CameraSightings:
         return {"route": PERSON_MATCH_ROUTE, "watch_entry_id": m.entry_id, "name": m.name,
                 "case_ref": m.case_ref, "kind": m.kind, "score": round(float(m.score), 4),
                 "threshold": round(float(m.threshold), 4), "sighting_id": s.sighting_id,
-                "model_id": s.model_id, "upper": s.upper, "lower": s.lower,
+                "model_id": s.model_id, "generic_embedding": self.search.generic,
+                "upper": s.upper, "lower": s.lower,
                 "registered_photo": str(m.photo_path) if m.photo_path else None}
 
     def _raise(self, s: Sighting, m: Any, frame: Frame | None, people: Detections | None) -> str | None:
@@ -216,6 +228,7 @@ class CameraSightings:
             return alert_id
         base = self.output.snap_dir / cam.id / alert_id
         details = self._details(s, m)
+        details["raised_time_s"] = round(frame.time_s if frame is not None else s.end_time_s, 3)
         details["evidence"] = self._evidence(base, s, m)
         box = np.asarray(s.crops[0].xyxy, np.float32).reshape(1, 4)
         if frame is not None and people is not None:

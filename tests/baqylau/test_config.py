@@ -193,3 +193,24 @@ cameras:
 """)
     cam = load_config(p).cameras[0]
     assert cam.calibration.points == [] and cam.scene[0].depth_markers == ["pole"]
+
+
+def test_search_section_paths_bounds_and_model_check(tmp_path):
+    base = "cameras:\n  - {id: a, url: a.mp4}\n"
+    cfg = load_config(write(tmp_path, base + "search: {embedder: osnet, model_path: m/osnet.onnx}\n"))
+    assert cfg.search.model_path == str((tmp_path / "m" / "osnet.onnx").resolve())
+    assert cfg.search.enabled and cfg.search.retention_days == 30 and cfg.search.watchlist
+    from baqylau.sightings import search_problems
+
+    assert search_problems(cfg) == [f"search.model_path: file not found: {cfg.search.model_path}"]
+    for bad, needle in (("search: {embedder: imagenet}", "needs model_path"),
+                        ("search: {min_duration_s: 10, max_duration_s: 5}", "min_duration_s"),
+                        ("search: {retention_days: 0}", "search.retention_days"),
+                        ("search: {embeder: auto}", "unknown key")):
+        with pytest.raises(ConfigError) as exc:
+            load_config(write(tmp_path, base + bad + "\n"))
+        assert needle in " ".join(exc.value.problems), bad
+    proc = subprocess.run([sys.executable, "-m", "baqylau", "config", "check",
+                           str(write(tmp_path, base + "search: {embedder: osnet, model_path: m/osnet.onnx}\n"))],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2 and "search.model_path: file not found" in proc.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -452,7 +451,8 @@ def test_watchlist_add_list_close(capsys, world):
 def test_audit_records_every_search_with_user_and_case(capsys, world):
     case, user = "KUI-AUDIT-1", "audit.Нұрлан"
     args = ["--config", world.cfg, "--user", user, "--case", case]
-    sid = search_json(capsys, world, "colour", "--upper", "blue", "--limit", "1", case=case)["results"][0]["sighting_id"]
+    found = search_json(capsys, world, "colour", "--upper", "blue", "--limit", "1", case=case)
+    sid = found["results"][0]["sighting_id"]
     runs = [["search", "colour", "--lower", "black", "--camera", KOKTEM_ID, "--from", "2026-01-01T00:00"],
             ["search", "photo", str(world.still), "--whole-image", "--limit", "2"],
             ["search", "similar", sid, "--limit", "2"],

@@ -11,9 +11,9 @@ mapped to GT identities by IoU (``benchmarks.watchlist_e2e.track_identities``).
 
 Configuration, from ``benchmarks/watchlist_e2e.py --analysis-fps 5`` (10 identities x 2
 registration moments, default thresholds): the permissive default MobileNetV2 (``imagenet``,
-threshold 0.836) fires on the registered person for 14 of 20 registrations but also on other
-GT identities for 13 of them; only 4 registrations are clean (the colour histogram: 5 clean,
-8 right; OSNet, eval-only: 11 clean, 15 right). This test uses the MobileNetV2 default, as the
+threshold 0.836) fires on the registered person for 15 of 20 registrations but also on other
+GT identities for 14 of the 20; only 4 registrations are clean (the colour histogram: 8 right,
+5 clean; OSNet, eval-only: 15 right, 9 clean). This test uses the MobileNetV2 default, as the
 product does, with the registration the measurement shows clean with the widest margins:
 identity 15 at GT frame 75 (best score on identity 15: 0.875; best on any other identity within
 frames 1-400: 0.811; threshold 0.836). It checks that the wiring works end to end on real
