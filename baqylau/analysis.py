@@ -491,8 +491,10 @@ class CameraAnalysis:
         from baqylau.scene import still_learning
 
         c = self.counters
+        matches = self.sightings.matches if self.sightings is not None else 0
         return {"frames_analysed": c.frames_analysed, "detections": c.detections,
-                "tracks": int(self.tracker.tracks_started), "alerts": c.alerts, "alerts_new": c.alerts_new,
+                "tracks": int(self.tracker.tracks_started), "alerts": c.alerts + matches,
+                "alerts_new": c.alerts_new + matches,
                 "scene_learning": sorted(d.detector_id for d in self.scene if still_learning(d)),
                 "sightings": self.sightings.stored if self.sightings is not None else 0,
                 "person_matches": self.sightings.matches if self.sightings is not None else 0}

@@ -172,6 +172,11 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
         print(f"{a.start_utc.strftime('%Y-%m-%d %H:%M:%S')}Z  {a.type:<16} camera={a.camera_id:<10} "
               f"zone={a.zone_id or '-':<10} t={a.start_time_s:.1f}s..{end}  tracks={list(a.track_ids)} "
               f"conf={a.conf:.2f}  {a.snapshot_path or ''}")
+        if a.type == "person_match":
+            d = a.details
+            print(f"    watchlist {d.get('watch_entry_id')} {d.get('name')!r} case={d.get('case_ref')} "
+                  f"score={d.get('score')} (threshold {d.get('threshold')}) sighting={d.get('sighting_id')} "
+                  f"side-by-side: {(d.get('evidence') or {}).get('side_by_side')}")
     print(f"{len(alerts)} alert(s) in {db}")
     return 0
 

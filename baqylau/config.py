@@ -433,12 +433,22 @@ class SearchConfig(_Model):
     min_duration_s: float = Field(1.0, ge=0, le=600, description="Shorter tracks are dropped (noise), s.")
     retention_days: int = Field(
         30, ge=1, le=3650, description="Sightings and crops older than this many UTC days are deleted.")
-    watchlist: bool = Field(True, description="Compare live sightings with the active watchlist entries.")
+    watchlist: bool | Literal["auto"] = Field(
+        "auto",
+        description="Compare live sightings with the active watchlist entries and raise person_match "
+                    "alerts. 'auto' = only with a person re-identification model (embedder: osnet): "
+                    "with generic embeddings (ImageNet features, colour histogram) most registered "
+                    "people drew false matches on PETS09 (benchmarks/RESULTS.md); true forces it on.")
     watch_every_s: float = Field(
         2.0, gt=0, le=600,
         description="While a person is in view, compare their crops so far with the watchlist this "
                     "often (stream s), so a match is raised before they leave.")
     crop_quality: int = Field(90, ge=10, le=100, description="JPEG quality of stored crops.")
+
+    @property
+    def watchlist_on(self) -> bool:
+        """Whether live watchlist matching runs (``watchlist`` resolved for ``auto``)."""
+        return self.watchlist is True or (self.watchlist == "auto" and self.embedder == "osnet")
 
     @model_validator(mode="after")
     def _durations(self) -> SearchConfig:

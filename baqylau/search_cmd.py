@@ -124,7 +124,7 @@ def _record_row(rank: int, score: float | None, rec: Any, tz: zoneinfo.ZoneInfo)
     return {"rank": rank, "score": None if score is None else round(float(score), 4),
             "sighting_id": rec.sighting_id, "camera_id": rec.camera_id, "camera_name": rec.camera_name,
             "start_utc": rec.start_utc.isoformat(), "end_utc": rec.end_utc.isoformat(),
-            "start_local": local.isoformat(), "duration_s": round(rec.end_time_s - rec.start_time_s, 1),
+            "start_local": local.isoformat(timespec="seconds"), "duration_s": round(rec.end_time_s - rec.start_time_s, 1),
             "upper": rec.upper, "lower": rec.lower,
             "lat": rec.lat, "lon": rec.lon,
             "thumbnail": str(rec.crop_paths[0]) if rec.crop_paths else None}
@@ -138,7 +138,7 @@ def _print_rows(rows: Sequence[dict[str, Any]], header: str) -> None:
     for r in rows:
         score = f"{r['score']:.3f}" if r.get("score") is not None else "  -  "
         where = f"  @{r['lat']:.5f},{r['lon']:.5f}" if r.get("lat") is not None else ""
-        print(f"{r['rank']:>3}  {score}  {r['start_local'][:19]}  {r['camera_id']:<14} "
+        print(f"{r['rank']:>3}  {score}  {r['start_local']}  {r['camera_id']:<14} "
               f"{r['upper']:>6}/{r['lower']:<6} {r['duration_s']:>6.1f}s  {r['sighting_id']}{where}")
         if r.get("thumbnail"):
             print(f"     {r['thumbnail']}")
@@ -240,6 +240,9 @@ def cmd_search_photo(args: argparse.Namespace, cfg: Config) -> int:
     from search.query import load_photo, person_from_photo
 
     filters = _filters(args, cfg)
+    if args.whole_image and args.person is not None:
+        raise CliInputError("--person picks one of several people the detector finds; with --whole-image "
+                            "the whole photo is the person: give one or the other")
     image = load_photo(args.image)
     detector = _person_detector(cfg, args.whole_image)
     person = person_from_photo(image, detector, choose=args.person, whole_image=args.whole_image)
@@ -252,7 +255,8 @@ def cmd_search_photo(args: argparse.Namespace, cfg: Config) -> int:
             if stored and embedder.model_id not in stored:
                 log.warning("no sighting is embedded with model %s (the configured search.embedder); the "
                             "stored sightings use %s", embedder.model_id, ", ".join(sorted(stored)))
-        query = _query_json(args, filters, photo=str(Path(args.image).resolve()), person=args.person,
+        query = _query_json(args, filters, photo=str(Path(args.image).resolve()),
+                            photo_sha256=_sha256(args.image), person=args.person,
                             whole_image=bool(args.whole_image), model_id=embedder.model_id, limit=args.limit)
         _audit(cfg, args, "search.photo", query, len(results))
         tz = zoneinfo.ZoneInfo(cfg.timezone)
@@ -262,10 +266,38 @@ def cmd_search_photo(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _sha256(path: str | Path) -> str:
+    """SHA-256 of a file (hex), so the audit log names the exact photo searched with."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _resolve_sighting(store: Any, sighting_id: str) -> str:
+    """Accept a unique prefix (at least 8 characters) of a sighting id, as printed ids are long.
+
+    Raises:
+        CliInputError: When the prefix matches no sighting or several.
+    """
+    if store.get(sighting_id) is not None or len(sighting_id) < 8:
+        return sighting_id
+    found = store.ids_with_prefix(sighting_id, limit=2)
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise CliInputError(f"sighting id prefix {sighting_id!r} matches several sightings; give more of it")
+    return sighting_id
+
+
 def cmd_search_similar(args: argparse.Namespace, cfg: Config) -> int:
     """Search sightings like an existing one ("more like this")."""
     filters = _filters(args, cfg)
     with _store(cfg) as store:
+        args.sighting_id = _resolve_sighting(store, args.sighting_id)
         results = store.more_like(args.sighting_id, k=args.limit, **filters)
         _audit(cfg, args, "search.similar", _query_json(args, filters, sighting_id=args.sighting_id,
                                                         limit=args.limit), len(results))
@@ -298,11 +330,18 @@ def cmd_search_follow(args: argparse.Namespace, cfg: Config) -> int:
     """Follow a person from one sighting across cameras."""
     from search.follow import follow
 
+    from search.watchlist import default_threshold
+
     with _store(cfg) as store:
+        args.sighting_id = _resolve_sighting(store, args.sighting_id)
+        start = store.get(args.sighting_id)
+        min_score = args.min_score
+        if min_score is None:  # the model's calibrated match threshold (1 % false matches per pair)
+            min_score = default_threshold(start.model_id) if start is not None and start.model_id else 0.7
         steps = follow(store, args.sighting_id, camera_positions=camera_positions(cfg),
-                       window_s=args.window_s, max_hops=args.max_hops)
+                       window_s=args.window_s, max_hops=args.max_hops, min_score=min_score)
         _audit(cfg, args, "search.follow", {"sighting_id": args.sighting_id, "window_s": args.window_s,
-                                            "max_hops": args.max_hops}, len(steps))
+                                            "max_hops": args.max_hops, "min_score": min_score}, len(steps))
         tz = zoneinfo.ZoneInfo(cfg.timezone)
         rows = []
         for st in steps:
@@ -315,7 +354,8 @@ def cmd_search_follow(args: argparse.Namespace, cfg: Config) -> int:
                         "distance_m": None if st.distance_m is None or not math.isfinite(st.distance_m)
                         else round(float(st.distance_m), 1)})
             rows.append(row)
-    _emit(args, cfg, f"follow {args.sighting_id}: {len(rows)} step(s)", rows,
+    _emit(args, cfg, f"follow {args.sighting_id}: {len(rows)} step(s), each scored against the first "
+                     f"(minimum {min_score:.3f}; a re-ID guess, check every hop by eye)", rows,
           {"trajectory": [[r.get("camera_id"), r.get("start_utc"), r.get("lat"), r.get("lon")] for r in rows]})
     return 0
 
@@ -327,6 +367,9 @@ def cmd_search_retention(args: argparse.Namespace, cfg: Config) -> int:
         raise CliInputError(f"--days must be >= 1 (today counts as day 1), got {days}")
     with _store(cfg) as store:
         report = store.delete_older_than(days)
+    _audit(cfg, args, "search.retention", {"days": days, "sightings": report.sightings,
+                                           "crop_files": report.crop_files, "index_rows": report.index_rows},
+           report.sightings)
     print(f"deleted {report.sightings} sighting(s), {report.crop_files} crop file(s), "
           f"{report.index_rows} index row(s) older than {days} day(s)")
     return 0
@@ -351,11 +394,18 @@ def split_photo_spec(spec: str) -> tuple[str, int | None]:
 def _read_photos(paths: Sequence[str], detector: Any, whole_image: bool) -> list[np.ndarray]:
     from search.query import load_photo, person_from_photo
 
+    from search.query import SeveralPeopleError
+
     crops = []
     for spec in paths:
         path, choose = split_photo_spec(spec)
         image = load_photo(path)
-        person = person_from_photo(image, detector, choose=choose, whole_image=whole_image)
+        try:
+            person = person_from_photo(image, detector, choose=choose, whole_image=whole_image)
+        except SeveralPeopleError as exc:
+            boxes = "; ".join(f"#{b.index}: box {[round(v) for v in b.xyxy]} conf {b.conf:.2f}" for b in exc.boxes)
+            raise CliInputError(f"{path}: {len(exc.boxes)} people in the photo ({boxes}); choose one with "
+                                f"--photo '{path}#N'") from None
         crops.append(person.crop)
     return crops
 
@@ -387,6 +437,12 @@ def cmd_watchlist_add(args: argparse.Namespace, cfg: Config) -> int:
                                         "expires_utc": expires.isoformat() if expires else None}, None)
     print(f"registered {entry.entry_id}: {entry.name} ({entry.kind}, case {entry.case_ref}), "
           f"{len(crops)} photo(s), expires {entry.expires_utc.isoformat() if entry.expires_utc else 'never'}")
+    if not cfg.search.watchlist_on:
+        print(f"note: live matching is OFF in {args.config}: search.watchlist is "
+              f"{cfg.search.watchlist!r} and search.embedder is {cfg.search.embedder!r}, not a person "
+              f"re-identification model (generic embeddings raised false matches for most registered people, "
+              f"see benchmarks/RESULTS.md). Configure a re-ID export (search.embedder: osnet) or set "
+              f"search.watchlist: true to match anyway.")
     return 0
 
 
@@ -436,6 +492,10 @@ def cmd_watchlist_close(args: argparse.Namespace, cfg: Config) -> int:
 
     wl = Watchlist(Path(cfg.data_dir) / "watchlist")
     try:
+        entry = wl.get(args.entry_id)
+        if entry.status == "closed":
+            raise CliInputError(f"{args.entry_id} is already closed ({entry.closed_utc:%Y-%m-%d %H:%M}Z by "
+                                f"{entry.closed_by}: {entry.close_reason})")
         wl.close(args.entry_id, by=args.user, reason=args.reason)
     finally:
         wl.close_db()
@@ -532,11 +592,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sighting_id")
     p.add_argument("--window-s", type=float, default=1800.0, help="longest gap between two steps, s")
     p.add_argument("--max-hops", type=int, default=20, help="most steps after the start")
+    p.add_argument("--min-score", type=float,
+                   help="least appearance score of a hop (default: the model's calibrated match threshold)")
     common(p)
     p.set_defaults(search_fn=cmd_search_follow)
     p = ss.add_parser("retention", help="delete sightings older than the retention period now")
     p.add_argument("--days", type=int, help="override search.retention_days")
     common(p, case=False, out=False)
+    p.add_argument("--case", default="retention", help="reference for the audit log (default 'retention')")
     p.set_defaults(search_fn=cmd_search_retention)
 
     w = sub.add_parser("watchlist", help="missing and wanted persons matched live")

@@ -104,7 +104,7 @@ class SearchOutput:
         #: than a person re-identification model: watchlist alerts are then far less reliable.
         self.generic = cfg.search.embedder != "osnet"
         self.warned_generic = False
-        if cfg.search.watchlist:
+        if cfg.search.watchlist_on:
             from search.watchlist import Watchlist
 
             self.watchlist = Watchlist(Path(cfg.data_dir) / "watchlist")
@@ -149,6 +149,7 @@ class CameraSightings:
         self.stored = 0
         self.matches = 0
         self._alerts: dict[tuple[str, str], tuple[str, float]] = {}  # (entry, sighting) -> (alert, score)
+        self._open: dict[str, list[str]] = {}  # sighting id -> its open person_match alert ids
 
     def update(self, frame: Frame, people: Detections) -> None:
         """Feed one frame's tracked people; store finished sightings; check the watchlist."""
@@ -179,6 +180,14 @@ class CameraSightings:
             log.error("camera %s: sighting %s not stored: %s", self.cam.id, s.sighting_id, exc)
         if self.search.matcher is not None and self.search.matcher.active():
             self._check(s, None, None)
+        self._end(s)
+
+    def _end(self, s: Sighting) -> None:
+        """The pass is over: end its person_match alerts at the sighting's last time."""
+        for alert_id in self._open.pop(s.sighting_id, []):
+            end_utc = datetime.fromtimestamp(s.end_wall_s, UTC)
+            self.output.emit("alert.ended", self.output.store.update(
+                alert_id, end_time_s=s.end_time_s, end_utc=end_utc))
 
     def _location(self, s: Sighting) -> tuple[float, float] | None:
         """WGS84 position of a sighting: its median ground point when the camera is calibrated
@@ -207,6 +216,7 @@ class CameraSightings:
             alert_id = self._raise(s, m, frame, people)
             if alert_id is not None:
                 self._alerts[key] = (alert_id, m.score)
+                self._open.setdefault(s.sighting_id, []).append(alert_id)
         if len(self._alerts) > 10_000:  # bounded: keep the newest half
             for k in list(self._alerts)[:5_000]:
                 del self._alerts[k]
@@ -272,6 +282,21 @@ class CameraSightings:
         self._alerts[(m.entry_id, s.sighting_id)] = (alert_id, m.score)
         self.output.emit("alert.updated", store.update(alert_id, details=details, conf=float(m.score)))
 
+    def _caption(self, side: np.ndarray, s: Sighting, m: Any, left_w: int) -> np.ndarray:
+        """Add a white band above the side-by-side image saying which half is which."""
+        from alerts.snapshot import to_ascii
+
+        when = datetime.fromtimestamp(s.start_wall_s, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        lines = [(f"{to_ascii(m.name)[:28]}  case {to_ascii(m.case_ref)[:20]}  score {m.score:.3f} "
+                  f"(threshold {m.threshold:.3f})"),
+                 f"left: camera {to_ascii(self.cam.id)[:24]} {when}   right: registered photo {m.entry_id}"]
+        width = max(side.shape[1], 560)
+        band = np.full((44, width, 3), 255, np.uint8)
+        for i, text in enumerate(lines):
+            cv2.putText(band, text, (4, 17 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        body = cv2.copyMakeBorder(side, 0, 0, 0, width - side.shape[1], cv2.BORDER_CONSTANT, value=(255, 255, 255))
+        return cv2.vconcat([band, body])
+
     def _evidence(self, base: Path, s: Sighting, m: Any) -> dict:
         """Write the best crop and the side-by-side image (crop | registered photo)."""
         out: dict = {}
@@ -289,6 +314,7 @@ class CameraSightings:
             gap = np.full((EVIDENCE_HEIGHT_PX, 8, 3), 255, np.uint8)
             pieces = [scaled[0]] + ([gap, scaled[1]] if len(scaled) > 1 else [])
             side = cv2.hconcat(pieces)
+            side = self._caption(side, s, m, scaled[0].shape[1])
             path = base.parent / f"{base.name}-side-by-side.jpg"
             if cv2.imwrite(str(path), side, q):
                 out["side_by_side"] = str(path)

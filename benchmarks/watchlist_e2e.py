@@ -176,7 +176,8 @@ def cut_photos(video: Path, regs: list[Registration], folder: Path) -> dict[str,
 
 def write_config(folder: Path, embedder: str, model: Path | None, analysis_fps: float = FPS) -> Path:
     """Write a one-camera config (vtest.avi, YOLOX-Nano, MOT output) in ``folder``; returns its path."""
-    search = {"embedder": embedder, "providers": ["CPUExecutionProvider"]}
+    # watchlist forced on: 'auto' matches only with a re-ID model, and this measures every embedder
+    search = {"embedder": embedder, "providers": ["CPUExecutionProvider"], "watchlist": True}
     if model is not None:
         search["model_path"] = str(model)
     cfg = {"data_dir": str(folder / "data"), "log_level": "WARNING",

@@ -437,6 +437,16 @@ class SightingStore:
         rows = self._query(f"SELECT {_COLUMNS} FROM sightings WHERE sighting_id = ?", (sighting_id,))
         return self._record(rows[0]) if rows else None
 
+    def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Sighting ids starting with ``prefix`` (a short id as people copy it), at most ``limit``.
+
+        Raises:
+            SightingStoreIOError: On a database error.
+        """
+        rows = self._query("SELECT sighting_id FROM sightings WHERE substr(sighting_id, 1, ?) = ? LIMIT ?",
+                           (len(prefix), prefix, int(limit)))
+        return [r[0] for r in rows]
+
     def _by_rowids(self, rowids: Sequence[int]) -> dict[int, SightingRecord]:
         out: dict[int, SightingRecord] = {}
         for start in range(0, len(rowids), 500):

@@ -199,7 +199,12 @@ def test_search_section_paths_bounds_and_model_check(tmp_path):
     base = "cameras:\n  - {id: a, url: a.mp4}\n"
     cfg = load_config(write(tmp_path, base + "search: {embedder: osnet, model_path: m/osnet.onnx}\n"))
     assert cfg.search.model_path == str((tmp_path / "m" / "osnet.onnx").resolve())
-    assert cfg.search.enabled and cfg.search.retention_days == 30 and cfg.search.watchlist
+    assert cfg.search.enabled and cfg.search.retention_days == 30 and cfg.search.watchlist == "auto"
+    assert cfg.search.watchlist_on  # auto: on with a re-ID model (osnet) ...
+    generic = load_config(write(tmp_path, base + "search: {embedder: colour_histogram}\n")).search
+    assert not generic.watchlist_on  # ... off with a generic embedding unless forced
+    forced = load_config(write(tmp_path, base + "search: {embedder: colour_histogram, watchlist: true}\n")).search
+    assert forced.watchlist_on
     from baqylau.sightings import search_problems
 
     assert search_problems(cfg) == [f"search.model_path: file not found: {cfg.search.model_path}"]

@@ -276,7 +276,9 @@ def test_similar_and_follow_from_a_colour_result(capsys, world):
     followed = search_json(capsys, world, "follow", sid, "--window-s", "120")
     steps = followed["results"]
     assert steps[0]["sighting_id"] == sid and steps[0]["score"] == 1.0 and steps[0]["transit_s"] == 0.0
-    assert followed["query"] == f"follow {sid}: {len(steps)} step(s)"
+    assert followed["query"].startswith(f"follow {sid}: {len(steps)} step(s), each scored against the first")
+    short = search_json(capsys, world, "similar", sid[:8])  # a unique prefix, as people copy ids
+    assert short["query"] == f"more like sighting {sid}"
     assert len(followed["trajectory"]) == len(steps)
     for prev, nxt in zip(steps, steps[1:]):
         assert nxt["start_utc"] >= prev["end_utc"] and nxt["transit_s"] >= 0
@@ -315,6 +317,8 @@ ERRORS = [  # (name, args after "search"/"watchlist", fragments of the one error
     ("bin photo", ["search", "photo", "{bin}"], ["no person detected"]),
     ("person out of range", ["search", "photo", "{bus}", "--person", "7"], ["--person 7 is out of range"]),
     ("retention 0 days", ["search", "retention", "--days", "0"], ["--days must be >= 1"]),
+    ("person and whole image", ["search", "photo", "{bus}", "--person", "0", "--whole-image"],
+     ["give one or the other"]),
     ("unwritable sheet", ["search", "colour", "--upper", "blue", "--sheet", "{corrupt}/sheet.jpg"],
      ["cannot write contact sheet"]),
     ("close unknown", ["watchlist", "close", "W-999999", "--reason", "found"], ["no watchlist entry 'W-999999'"]),
@@ -323,7 +327,7 @@ ERRORS = [  # (name, args after "search"/"watchlist", fragments of the one error
     ("no expiry", ["watchlist", "add", "--name", "A", "--photo", "{still}", "--days", "0"], ["--days must be in"]),
     ("bad person number", ["watchlist", "add", "--name", "A", "--photo", "{bus}#first"],
      ["the part after '#' must be a person number"]),
-    ("watch bus unchosen", ["watchlist", "add", "--name", "A", "--photo", "{bus}"], ["choose one with --person"]),
+    ("watch bus unchosen", ["watchlist", "add", "--name", "A", "--photo", "{bus}"], ["people in the photo", "#N'"]),
     ("watch no person", ["watchlist", "add", "--name", "A", "--photo", "{bin}"], ["no person detected"]),
 ]
 
@@ -411,6 +415,7 @@ def test_watchlist_add_list_close(capsys, world):
                           "--case", "KUI-2026-0500", "--notes", "қызыл сөмке / red bag", "--days", "7")
     assert rc == 0, err
     assert out.startswith("registered W-") and "Айгерім Б. (missing, case KUI-2026-0500), 1 photo(s)" in out
+    assert "live matching is OFF" in out and "search.embedder: osnet" in out  # colour histogram, watchlist auto
     missing_id = out.split()[1].rstrip(":")
     rc, out, err = _watch(capsys, world, "add", "--name", "unknown man", "--photo", str(world.still),
                           "--photo", f"{BUS}#1", "--kind", "wanted", "--case", "KUI-2026-0501",
@@ -440,6 +445,8 @@ def test_watchlist_add_list_close(capsys, world):
     assert wanted_id not in _listed(capsys, world)
     closed = _listed(capsys, world, "--all")[wanted_id]
     assert closed["status"] == "closed" and closed["closed_by"] == USER
+    rc, out, err = _watch(capsys, world, "close", wanted_id, "--reason", "again")
+    assert rc == 2 and "is already closed" in err and "found 2026-11-30 14:10" in err
     rc, out, err = cli(capsys, "watchlist", "list", "--config", world.cfg)
     assert rc == 0 and missing_id in out and wanted_id not in out and "Айгерім Б." in out
     rc, out, err = cli(capsys, "watchlist", "list", "--config", world.cfg, "--all")
@@ -485,7 +492,8 @@ def test_audit_records_every_search_with_user_and_case(capsys, world):
     assert by_action["search.photo"]["query"]["photo"] == str(world.still.resolve())
     assert by_action["search.photo"]["query"]["whole_image"] is True and by_action["search.photo"]["results"] == 2
     assert by_action["search.similar"]["query"]["sighting_id"] == sid
-    assert by_action["search.follow"]["query"] == {"sighting_id": sid, "window_s": 1800.0, "max_hops": 1}
+    assert by_action["search.follow"]["query"] == {"sighting_id": sid, "window_s": 1800.0, "max_hops": 1,
+                                                   "min_score": 0.807}  # the colour histogram's threshold
     assert by_action["watchlist.add"]["query"]["entry_id"] == entry_id
     assert by_action["watchlist.close"]["query"] == {"entry_id": entry_id, "reason": "withdrawn"}
 

@@ -98,9 +98,12 @@ def test_alert_carries_case_route_score_and_evidence(watch_run):
         assert a["type"] == "person_match" and a["track_ids"]
         assert d["route"] == "police" and d["case_ref"] == CASE and d["watch_entry_id"] == watch_run["entry_id"]
         assert d["score"] >= d["threshold"] > 0 and a["conf"] == pytest.approx(d["score"], abs=1e-3)
+        # the pass ended (the person left or the file ended), so the alert ended with it
+        assert a["end_time_s"] is not None and a["end_time_s"] >= a["start_time_s"], a
+        assert d["raised_time_s"] >= a["start_time_s"] and d["generic_embedding"] is True
         assert d["model_id"].startswith("mobilenetv2_")
         side = cv2.imread(d["evidence"]["side_by_side"])
-        assert side is not None and side.shape[0] == 256 and side.ndim == 3, d["evidence"]
+        assert side is not None and side.shape[0] == 256 + 44 and side.ndim == 3, d["evidence"]  # caption band
         assert cv2.imread(d["evidence"]["sighting_crop"]) is not None
         snapshot = cv2.imread(a["snapshot_path"])
         assert snapshot is not None and snapshot.ndim == 3, a["snapshot_path"]
