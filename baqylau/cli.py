@@ -192,6 +192,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     problems = rule_class_problems(cfg, configured_class_names(cfg)) + scene_problems(cfg) + search_problems(cfg)
     if problems:
         raise ConfigError(args.config, problems)
+    dc, sc = cfg.detector, cfg.search
+    if dc.kind == "auto" and not (dc.model_path and Path(dc.model_path).is_file()):
+        print(f"warning: detector.model_path {dc.model_path or '(not set)'} not found: the weights-free motion "
+              f"detector will run (no classes, no sightings)")
+    if sc.enabled and sc.embedder == "auto" and not (sc.model_path and Path(sc.model_path).is_file()):
+        print(f"warning: search.model_path {sc.model_path or '(not set)'} not found: sightings will use the "
+              f"colour-histogram embedding")
+    if sc.enabled and not sc.watchlist_on:
+        print(f"note: live watchlist matching is off (search.watchlist {sc.watchlist!r} with embedder "
+              f"{sc.embedder!r}); it runs with a re-ID model (embedder: osnet) or watchlist: true")
     print(f"{args.config}: OK, {len(cfg.cameras)} camera(s), "
           f"{sum(len(c.zones) for c in cfg.cameras)} zone(s), {sum(len(c.rules) for c in cfg.cameras)} rule(s), "
           f"{sum(len(c.scene) for c in cfg.cameras)} scene detector(s)")

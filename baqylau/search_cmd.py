@@ -165,16 +165,19 @@ def write_sheet(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
         if img is None:
             img = np.full((SHEET_THUMB_H_PX, SHEET_THUMB_H_PX // 2, 3), 127, np.uint8)
         w = max(1, round(img.shape[1] * SHEET_THUMB_H_PX / img.shape[0]))
-        tile = np.full((SHEET_THUMB_H_PX + 36, max(w, 120), 3), 255, np.uint8)
+        tile = np.full((SHEET_THUMB_H_PX + 52, max(w, 120), 3), 255, np.uint8)
         tile[:SHEET_THUMB_H_PX, :w] = cv2.resize(img, (w, SHEET_THUMB_H_PX))
         score = f" {r['score']:.2f}" if r.get("score") is not None else ""
         cv2.putText(tile, f"#{r['rank']}{score}", (2, SHEET_THUMB_H_PX + 14), cv2.FONT_HERSHEY_SIMPLEX,
                     0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        when = (r.get("start_local") or "")[5:19].replace("T", " ")  # MM-DD HH:MM:SS, local time
+        cv2.putText(tile, f"{when} {(r.get('sighting_id') or '')[:8]}", (2, SHEET_THUMB_H_PX + 46),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.putText(tile, to_ascii(r["camera_id"])[:18], (2, SHEET_THUMB_H_PX + 30), cv2.FONT_HERSHEY_SIMPLEX,
                     0.4, (0, 0, 0), 1, cv2.LINE_AA)
         tiles.append(tile)
     if not tiles:
-        tiles = [np.full((SHEET_THUMB_H_PX + 36, 120, 3), 255, np.uint8)]
+        tiles = [np.full((SHEET_THUMB_H_PX + 52, 120, 3), 255, np.uint8)]
     tile_w = max(t.shape[1] for t in tiles)
     rows_img = []
     for start in range(0, len(tiles), SHEET_COLUMNS):

@@ -9,16 +9,20 @@ small margin, written to a temporary folder and registered through the real CLI
 (YOLOX-Nano, ByteTrack, sightings, live watchlist checks); its tracks (``tracker.mot_dir``) are
 mapped to GT identities by IoU (``benchmarks.watchlist_e2e.track_identities``).
 
-Configuration, from ``benchmarks/watchlist_e2e.py --analysis-fps 5`` (10 identities x 2
-registration moments, default thresholds): the permissive default MobileNetV2 (``imagenet``,
-threshold 0.836) fires on the registered person for 15 of 20 registrations but also on other
-GT identities for 14 of the 20; only 4 registrations are clean (the colour histogram: 8 right,
-5 clean; OSNet, eval-only: 15 right, 9 clean). This test uses the MobileNetV2 default, as the
-product does, with the registration the measurement shows clean with the widest margins:
-identity 15 at GT frame 75 (best score on identity 15: 0.875; best on any other identity within
-frames 1-400: 0.811; threshold 0.836). It checks that the wiring works end to end on real
-footage; it is not evidence that MobileNetV2 at 0.836 is clean for an arbitrary photo (see the
-benchmark for that).
+Configuration, from ``benchmarks/watchlist_e2e.py`` (10 identities x 2 registration moments,
+default thresholds, 10 fps; benchmarks/RESULTS.md): the permissive default MobileNetV2
+(``imagenet``, threshold 0.836) fires on the registered person for 11 of 20 registrations but
+also on other GT identities for 12 of the 20, with no threshold that separates most of them;
+that is why live matching is off by default without a re-ID model (``search.watchlist: auto``)
+and why this test forces it on (``watchlist: true``, set by the benchmark's ``write_config``).
+An earlier choice here, identity 15 at GT frame 75, turned out to be a photo mostly covered by
+the "fire assembly point" sign, matching the same sign in front of the same person: a lesson
+that crop quality does not see static occluders. This test uses the weights-free colour
+histogram (threshold 0.807) and identity 9 at GT frame 127, a whole, unoccluded view (dark top,
+jeans): best score on identity 9 0.898, best on any other identity within frames 1-400 0.635 at
+10 fps, the widest margin measured. It checks that the wiring works end to end on real footage
+(alert for that person only, police route, evidence, the alert ends with the pass, closing the
+entry stops alerts); it is not evidence that any embedding here is clean for an arbitrary photo.
 """
 
 from __future__ import annotations
@@ -34,17 +38,16 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.conftest import MODELS, PETS_GT, REPO, VTEST, YOLOX_PATH, need
+from tests.conftest import PETS_GT, REPO, VTEST, YOLOX_PATH, need
 
 pytestmark = pytest.mark.slow
 
-MOBILENET = MODELS / "mobilenetv2-embedding" / "mobilenetv2_bottle_imagenet.onnx"
-#: Registered identity and registration moment (see the module docstring): GT frame 75.
-GT_ID = 15
+#: Registered identity and registration moment (see the module docstring): GT frame 127.
+GT_ID = 9
 MOMENT = 0.25
 CASE = "KUI-TEST-0009"
-ANALYSIS_FPS = 5.0
-EMBEDDER = "imagenet"
+ANALYSIS_FPS = 10.0  # as measured
+EMBEDDER = "colour_histogram"
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -64,13 +67,13 @@ def watch_run(tmp_path_factory):
     from benchmarks import watchlist_e2e as bench
     from tracker.mot import read_mot
 
-    for path in (VTEST, PETS_GT, YOLOX_PATH, MOBILENET):
+    for path in (VTEST, PETS_GT, YOLOX_PATH):
         need(path)
     folder = tmp_path_factory.mktemp("watchlist-e2e")
     gt = read_mot(PETS_GT)
     (reg,) = bench.choose_registrations(gt, [GT_ID], [MOMENT])
     photo = bench.cut_photos(VTEST, [reg], folder)[reg.name]
-    config = bench.write_config(folder, EMBEDDER, MOBILENET, ANALYSIS_FPS)
+    config = bench.write_config(folder, EMBEDDER, None, ANALYSIS_FPS)
     added = run_cli("watchlist", "add", "--config", str(config), "--case", CASE, "--name", f"PETS09 person {GT_ID}",
                     "--photo", str(photo), "--whole-image", "--user", "pytest")
     entry_id = re.search(r"registered (W-\d+)", added.stdout).group(1)
@@ -101,7 +104,7 @@ def test_alert_carries_case_route_score_and_evidence(watch_run):
         # the pass ended (the person left or the file ended), so the alert ended with it
         assert a["end_time_s"] is not None and a["end_time_s"] >= a["start_time_s"], a
         assert d["raised_time_s"] >= a["start_time_s"] and d["generic_embedding"] is True
-        assert d["model_id"].startswith("mobilenetv2_")
+        assert d["model_id"].startswith("colour_hsv_")
         side = cv2.imread(d["evidence"]["side_by_side"])
         assert side is not None and side.shape[0] == 256 + 44 and side.ndim == 3, d["evidence"]  # caption band
         assert cv2.imread(d["evidence"]["sighting_crop"]) is not None
@@ -117,7 +120,7 @@ def test_closed_entry_raises_no_alert_on_a_fresh_run(watch_run, tmp_path):
     listed = json.loads(run_cli("watchlist", "list", "--config", str(config), "--all", "--json").stdout)
     assert [e["status"] for e in listed] == ["closed"]
     # a fresh data_dir holding only the (closed) watchlist: no alert store or sightings carried over
-    fresh = bench.write_config(tmp_path, EMBEDDER, MOBILENET, ANALYSIS_FPS)
+    fresh = bench.write_config(tmp_path, EMBEDDER, None, ANALYSIS_FPS)
     shutil.copytree(watch_run["folder"] / "data" / "watchlist", tmp_path / "data" / "watchlist")
     summary = tmp_path / "summary.json"
     run_cli("run", str(fresh), "--until-eof", "--summary-json", str(summary))
