@@ -7,13 +7,14 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from alerts.record import Alert, format_utc
+from alerts.sqlite import configure_wal, connect, ensure_schema, transaction
 from ingest.errors import BaqylauError
 
 logger = logging.getLogger(__name__)
@@ -63,24 +64,13 @@ class AlertStore:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                         timeout=30.0)
+            self._conn = connect(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise AlertStoreError(f"cannot open alert store {self.path}: {exc}") from exc
         try:
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                logger.warning("alert store %s: journal_mode is %s, not wal", self.path, mode)
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise AlertStoreError(f"alert store {self.path} has schema version {version}, newer than "
-                                      f"this code's {SCHEMA_VERSION}; upgrade baqylau")
-            with self._write() as conn:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            configure_wal(self._conn)
+            ensure_schema(self._conn, self._lock, _SCHEMA, SCHEMA_VERSION, f"alert store {self.path}",
+                          AlertStoreError)
         except sqlite3.Error as exc:
             self._conn.close()
             raise AlertStoreError(f"alert store {self.path} is unreadable or not a SQLite database "
@@ -89,17 +79,9 @@ class AlertStore:
             self._conn.close()
             raise
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         """Hold the lock and one write transaction; commit on success, roll back otherwise."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        return transaction(self._conn, self._lock)
 
     def _run(self, what: str, fn):  # noqa: ANN001, ANN202 - small internal wrapper
         try:

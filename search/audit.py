@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alerts.sqlite import connect_wal, ensure_schema, transaction
 from ingest.errors import BaqylauError
 
 log = logging.getLogger(__name__)
@@ -154,23 +155,9 @@ class AuditLog:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")  # an audit row must survive a power cut
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise AuditStoreError(f"audit log {self.path} has schema version {version}, newer than "
-                                      f"this code's {SCHEMA_VERSION}")
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA.split(";\n"):
-                    if statement.strip():
-                        self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+            self._conn = connect_wal(self.path, synchronous="FULL")  # an audit row must survive a power cut
+            ensure_schema(self._conn, self._lock, _SCHEMA, SCHEMA_VERSION, f"audit log {self.path}", AuditStoreError,
+                          separator=";\n")  # triggers hold ';' inside BEGIN ... END
         except (OSError, sqlite3.Error) as exc:
             raise AuditStoreError(f"cannot open audit log {self.path}: {exc}") from exc
 
@@ -206,27 +193,21 @@ class AuditLog:
         if results is not None and (not isinstance(results, int) or results < 0):
             raise AuditError(f"audit results must be a count >= 0 or None, got {results!r}")
         query_json = canonical_json(dict(query))
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    last = self._conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-                    prev = last[1] if last else GENESIS_HASH
-                    seq = self._next_seq(last[0] if last else 0)
-                    fields = {"seq": seq, "time_utc": _fmt(dt.datetime.now(dt.timezone.utc)),
-                              "user": user.strip(), "case_ref": case_ref.strip(), "action": action.strip(),
-                              "query": json.loads(query_json), "results": results, "note": note}
-                    self._conn.execute(
-                        "INSERT INTO audit (seq, time_utc, user, case_ref, action, query, results, note, "
-                        "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (seq, fields["time_utc"], fields["user"], fields["case_ref"], fields["action"],
-                         query_json, results, note, prev, row_hash(prev, fields)))
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise AuditStoreError(f"audit log {self.path}: cannot record: {exc}") from exc
+        try:
+            with transaction(self._conn, self._lock):
+                last = self._conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                prev = last[1] if last else GENESIS_HASH
+                seq = self._next_seq(last[0] if last else 0)
+                fields = {"seq": seq, "time_utc": _fmt(dt.datetime.now(dt.timezone.utc)),
+                          "user": user.strip(), "case_ref": case_ref.strip(), "action": action.strip(),
+                          "query": json.loads(query_json), "results": results, "note": note}
+                self._conn.execute(
+                    "INSERT INTO audit (seq, time_utc, user, case_ref, action, query, results, note, "
+                    "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, fields["time_utc"], fields["user"], fields["case_ref"], fields["action"],
+                     query_json, results, note, prev, row_hash(prev, fields)))
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"audit log {self.path}: cannot record: {exc}") from exc
         log.info("audit #%d: %s %s case %s", seq, user, action, case_ref)
         return seq
 

@@ -41,6 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from alerts.sqlite import configure_wal, connect, ensure_schema, transaction
 from ingest.errors import BaqylauError, ShapeError
 from search.colours import COLOUR_NAMES
 from search.index import BBox, FaissDayIndex, VectorIndex, to_epoch_s, utc_day
@@ -277,21 +278,13 @@ class SightingStore:
         try:
             (self.directory / "crops").mkdir(parents=True, exist_ok=True)
             (self.directory / "index").mkdir(exist_ok=True)
-            self._conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None, timeout=30.0)
+            self._conn = connect(db_path)
         except (OSError, sqlite3.Error) as exc:
             raise SightingStoreIOError(f"cannot open sighting store {self.directory}: {exc}") from exc
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise SightingStoreIOError(f"sighting store {db_path} has schema version {version}, newer "
-                                           f"than this code's {SCHEMA_VERSION}; upgrade baqylau")
-            with self._write() as conn:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            configure_wal(self._conn)
+            ensure_schema(self._conn, self._lock, _SCHEMA, SCHEMA_VERSION, f"sighting store {db_path}",
+                          SightingStoreIOError)
         except sqlite3.Error as exc:
             self._conn.close()
             raise SightingStoreIOError(f"sighting store {db_path} is unreadable or not a SQLite database: "
@@ -301,16 +294,9 @@ class SightingStore:
             raise
 
     # -- plumbing -----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """Hold the lock and one write transaction (:func:`alerts.sqlite.transaction`)."""
+        return transaction(self._conn, self._lock)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         self._check_open()

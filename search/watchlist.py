@@ -46,8 +46,8 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -55,6 +55,7 @@ from types import MappingProxyType
 import cv2
 import numpy as np
 
+from alerts.sqlite import connect_wal, ensure_schema, transaction
 from ingest.errors import BaqylauError, ShapeError
 from search.embed import Embedder, check_crops
 
@@ -247,16 +248,8 @@ class Watchlist:
         self._lock = threading.Lock()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._conn = _connect(self.path)
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise WatchlistError(f"watchlist {self.path} has schema version {version}, newer "
-                                     f"than this code's {SCHEMA_VERSION}")
-            with self._write() as conn:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._conn = connect_wal(self.path, row_factory=sqlite3.Row)
+            ensure_schema(self._conn, self._lock, _SCHEMA, SCHEMA_VERSION, f"watchlist {self.path}", WatchlistError)
         except (OSError, sqlite3.Error) as exc:
             raise WatchlistError(f"cannot open watchlist {self.path}: {exc}") from exc
 
@@ -264,16 +257,9 @@ class Watchlist:
         """Close the database connection (the object is unusable afterwards)."""
         self._conn.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        """Hold the lock and one write transaction (:func:`alerts.sqlite.transaction`)."""
+        return transaction(self._conn, self._lock)
 
     def add(self, *, name: str, case_ref: str, photos: Sequence[np.ndarray], embedders: Sequence[Embedder],
             created_by: str, kind: str = "missing", threshold: float | Mapping[str, float] | None = None,
@@ -500,7 +486,7 @@ class Matcher:
         self.reload_s = float(reload_s)
         self._lock = threading.Lock()
         try:
-            self._conn = _connect(self.db_path)
+            self._conn = connect_wal(self.db_path, row_factory=sqlite3.Row)
         except sqlite3.Error as exc:
             raise WatchlistError(f"cannot open watchlist {self.db_path}: {exc}") from exc
         self._version: int | None = None
@@ -616,16 +602,6 @@ class Matcher:
                                       kind=entry["kind"], score=float(best[i]), threshold=entry["threshold"],
                                       photo_path=self._paths[row]))
         return sorted(out, key=lambda m: -m.score)
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
-    conn.row_factory = sqlite3.Row
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        log.warning("watchlist %s: journal_mode is %s, not wal", path, mode)
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 def _embed(embedder: Embedder, images: Sequence[np.ndarray]) -> np.ndarray:
