@@ -27,11 +27,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-## Debian packages the tests drive as real processes: ffmpeg (RTSP server, ffprobe), redis-server.
+## Debian packages the tests drive as real processes: ffmpeg (RTSP server, ffprobe), redis-server,
+## mosquitto (the MQTT sink's broker).
 system-deps:
 	@missing=""; \
-	for pair in ffmpeg:ffmpeg ffprobe:ffmpeg redis-server:redis-server; do \
-	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	for pair in ffmpeg:ffmpeg ffprobe:ffmpeg redis-server:redis-server mosquitto:mosquitto; do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || test -x /usr/sbin/$${pair%%:*} || missing="$$missing $${pair##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

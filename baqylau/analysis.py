@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from alerts import Alert, AlertStore, JsonlSink, make_alert_id, write_snapshot
-from baqylau.config import CameraConfig, Config, ConfigError
+from baqylau.config import CameraConfig, Config, ConfigError, camera_path_part
 from calibration.zones import Zone
 from detectors.base import Detector
 from detectors.scene import SceneEvent
@@ -156,9 +156,13 @@ class AlertOutput:
         self.cfg = cfg
         self.data_dir = Path(cfg.data_dir)
         self.snap_dir = self.data_dir / "snapshots"
-        self.store = AlertStore(self.data_dir / "alerts.db")
+        from baqylau.delivery import outbox_policy
+
+        self.store = AlertStore(self.data_dir / "alerts.db", outbox_policy(cfg))
         self.sinks = [JsonlSink(self.data_dir / cfg.alerts.jsonl_path)] if cfg.alerts.jsonl_path else []
         self._search = None
+        #: Called after every alert change (the in-process relay's ``wake``), or ``None``.
+        self.on_change: Callable[[], None] | None = None
 
     @property
     def search(self):  # noqa: ANN201 - baqylau.sightings.SearchOutput, imported lazily
@@ -173,6 +177,8 @@ class AlertOutput:
         """Hand an alert event to every sink; a failing sink is logged and never stops analysis."""
         if alert is None:
             return
+        if self.on_change is not None:
+            self.on_change()
         for sink in self.sinks:
             try:
                 sink.emit(event, alert)
@@ -196,6 +202,7 @@ class CameraCounters:
     detections: int = 0
     alerts: int = 0
     alerts_new: int = 0
+    alerts_merged: int = 0
 
 
 class CameraAnalysis:
@@ -232,7 +239,7 @@ class CameraAnalysis:
                  if v is not None}
         self.tracker = ByteTracker(frame_rate=cam.analysis_fps or 10.0,
                                    lost_track_buffer_s=tc.lost_track_buffer_s, **extra)
-        self.mot = MotWriter(Path(tc.mot_dir) / f"{cam.id}.txt") if tc.mot_dir else None
+        self.mot = MotWriter(Path(tc.mot_dir) / f"{camera_path_part(cam.id)}.txt") if tc.mot_dir else None
         self.source_key = source_key(cam.url)
         self.homography = None
         if cam.calibration is not None and cam.calibration.points:
@@ -244,6 +251,9 @@ class CameraAnalysis:
             except CalibrationError as exc:
                 log.warning("camera %s: calibration unusable, alerts get no ground position: %s", cam.id, exc)
         self.counters = CameraCounters()
+        from alerts.cooldown import Cooldown
+
+        self.cooldown = Cooldown(cfg.alerts.cooldown_s, cfg.alerts.cooldown_by_type)
         self.open_alerts: dict[str, str] = {}  # rule_id -> alert_id
         self.last_frame: Frame | None = None
         from baqylau.scene import SceneStates, build_scene_detectors
@@ -251,7 +261,7 @@ class CameraAnalysis:
         self.scene = build_scene_detectors(cam, self.zones, self.homography)
         restore = cfg.runtime.scene_restore == "always" or (
             cfg.runtime.scene_restore == "auto" and is_live_url(cam.url))
-        self.scene_states = SceneStates(Path(cfg.data_dir) / "scene" / cam.id, self.scene,
+        self.scene_states = SceneStates(Path(cfg.data_dir) / "scene" / camera_path_part(cam.id), self.scene,
                                         cfg.runtime.scene_save_interval_s, restore)
         self.open_scene: dict[tuple[str, int], str] = {}  # (detector_id, situation_id) -> alert_id
         self.sightings = None
@@ -336,19 +346,25 @@ class CameraAnalysis:
             self.output.emit("alert.updated", store.update(alert_id, track_ids=ev.track_ids, conf=ev.conf))
         elif ev.kind == "ended":
             end_utc = datetime.fromtimestamp(ev.end_wall_time_s or time.time(), UTC)
-            self.output.emit("alert.ended", store.update(
-                alert_id, end_time_s=ev.end_time_s, end_utc=end_utc, track_ids=ev.track_ids))
+            ended = store.update(alert_id, event="alert.ended", end_time_s=ev.end_time_s, end_utc=end_utc,
+                                 track_ids=ev.track_ids)
+            self.output.emit("alert.ended", ended)
+            if ended is not None:
+                self.cooldown.note(self.cam.id, ended.zone_id, ended.type, alert_id, end_utc.timestamp())
             self.open_alerts.pop(ev.rule_id, None)
 
     def _create_alert(self, ev: RuleEvent) -> None:
         cam = self.cam
         alert_id = make_alert_id(cam.id, self.source_key, ev.rule_id, ev.start_time_s)
-        self.counters.alerts += 1
-        if self.output.store.get(alert_id) is not None:
+        if self._stored_before(alert_id, ev.alert_type):
             # the same file analysed again: the stored alert is already complete; stay silent
-            log.info("camera %s: alert %s (%s) already stored by an earlier run", cam.id, alert_id, ev.alert_type)
             self.open_alerts.pop(ev.rule_id, None)
             return
+        merged = self._merge_recent(alert_id, ev.alert_type, ev.zone_id, ev.start_wall_time_s, ev.track_ids, ev.conf)
+        if merged is not None:
+            self.open_alerts[ev.rule_id] = merged
+            return
+        self.counters.alerts += 1
         self.open_alerts[ev.rule_id] = alert_id
         snapshot = self._snapshot(alert_id, ev)
         loc = (cam.location.lat, cam.location.lon) if cam.location else None
@@ -364,6 +380,7 @@ class CameraAnalysis:
             xyxy=tuple(tuple(float(v) for v in row) for row in ev.xyxy.tolist()),
             details=details,
         )
+        self.cooldown.note(cam.id, ev.zone_id, ev.alert_type, alert_id, ev.start_wall_time_s)
         if self.output.store.add(alert):
             self.counters.alerts_new += 1
             log.info("ALERT %s camera=%s zone=%s tracks=%s t=%.1fs conf=%.2f snapshot=%s", ev.alert_type,
@@ -393,24 +410,31 @@ class CameraAnalysis:
                 end_utc = datetime.fromtimestamp(ev.wall_time_s or time.time(), UTC)
                 old = store.get(alert_id)
                 details = {**(dict(old.details) if old else {}), "end_reason": end_reason}
-                self.output.emit("alert.ended", store.update(alert_id, end_time_s=ev.time_s, end_utc=end_utc,
-                                                             details=details))
+                ended = store.update(alert_id, event="alert.ended", end_time_s=ev.time_s, end_utc=end_utc,
+                                     details=details)
+                self.output.emit("alert.ended", ended)
+                if ended is not None:
+                    self.cooldown.note(self.cam.id, ended.zone_id, ended.type, alert_id, end_utc.timestamp())
                 self.open_scene.pop(key, None)
             return
         cam = self.cam
         rule_key = f"{ev.detector_id}#{ev.situation_id}"
         alert_id = make_alert_id(cam.id, self.source_key, rule_key, ev.start_time_s)
-        self.counters.alerts += 1
-        if store.get(alert_id) is not None:
-            log.info("camera %s: alert %s (%s) already stored by an earlier run", cam.id, alert_id, ev.alert_type)
+        if self._stored_before(alert_id, ev.alert_type):
             return
+        merged = self._merge_recent(alert_id, ev.alert_type, ev.zone_id, ev.wall_time_s, ev.track_ids, float(ev.conf))
+        if merged is not None:
+            self.open_scene[key] = merged
+            return
+        self.counters.alerts += 1
+        self.cooldown.note(cam.id, ev.zone_id, ev.alert_type, alert_id, ev.wall_time_s)
         self.open_scene[key] = alert_id
         details = event_details(ev)
         snapshot = None
         if ev.frame is not None:
             labels = [f"{ev.alert_type} {ev.reason} {a:.0f}px" for a in ev.area_px.tolist()]
             when = datetime.fromtimestamp(ev.wall_time_s, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-            base = self.output.snap_dir / cam.id / alert_id
+            base = self.output.snap_dir / camera_path_part(cam.id) / alert_id
             try:
                 snapshot = str(write_snapshot(
                     base.with_suffix(".jpg"), ev.frame.image, ev.xyxy, labels,
@@ -446,6 +470,47 @@ class CameraAnalysis:
                      ev.alert_type, cam.id, ev.zone_id, ev.reason, ev.start_time_s, ev.time_s, ev.urgent, snapshot)
             self.output.emit("alert.created", alert)
 
+    def _merge_recent(self, new_id: str, alert_type: str, zone_id: str | None, wall_s: float,
+                      track_ids: Sequence[int], conf: float) -> str | None:
+        """Merge a new situation into this camera's recent alert of the same zone and type
+        (``alerts.cooldown_s``): the alert is reopened, counts one more occurrence and is
+        published as updated.
+
+        Returns:
+            ``None`` when there is no recent alert (raise a new one), else the merged alert's id.
+        """
+        target = self.cooldown.lookup(self.cam.id, zone_id, alert_type, wall_s)
+        if target is None:
+            return None
+        store = self.output.store
+        old = store.get(target)
+        if old is None:
+            return None
+        details = {**dict(old.details), "occurrences": int(old.details.get("occurrences", 1)) + 1,
+                   "last_occurrence_utc": datetime.fromtimestamp(wall_s, UTC).isoformat()}
+        alert = store.update(target, details=details, end_time_s=None, end_utc=None, conf=max(old.conf, float(conf)),
+                             track_ids=tuple(sorted(set(old.track_ids) | {int(t) for t in track_ids})),
+                             merged_situation=new_id)
+        self.counters.alerts_merged += 1
+        self.cooldown.note(self.cam.id, zone_id, alert_type, target, wall_s)
+        log.info("camera %s: %s in zone %s again within the %.0f s cooldown: alert %s updated (%d occurrences)",
+                 self.cam.id, alert_type, zone_id, self.cooldown.seconds(alert_type), target, details["occurrences"])
+        self.output.emit("alert.updated", alert)
+        return target
+
+    def _stored_before(self, alert_id: str, alert_type: str) -> bool:
+        """Whether an earlier run of the same file stored this situation (as an alert, or merged
+        into one by the cooldown); counted again so both runs report the same figures."""
+        store = self.output.store
+        if store.get(alert_id) is not None:
+            self.counters.alerts += 1
+        elif store.merged_into(alert_id) is not None:
+            self.counters.alerts_merged += 1
+        else:
+            return False
+        log.info("camera %s: alert %s (%s) already stored by an earlier run", self.cam.id, alert_id, alert_type)
+        return True
+
     def _ground_evidence(self, xyxy: np.ndarray, details: dict) -> tuple[float, float] | None:
         """With a calibrated camera, add each box's ground position (bottom-centre, metres in the
         calibration's ground frame) and ground width to ``details``; return the WGS84 position of
@@ -476,7 +541,7 @@ class CameraAnalysis:
         when = datetime.fromtimestamp(ev.start_wall_time_s, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         try:
             return str(write_snapshot(
-                self.output.snap_dir / self.cam.id / f"{alert_id}.jpg", ev.frame.image, ev.xyxy, labels,
+                self.output.snap_dir / camera_path_part(self.cam.id) / f"{alert_id}.jpg", ev.frame.image, ev.xyxy, labels,
                 self.zones[ev.zone_id].polygon_px(ev.frame.resolution_wh),
                 title=f"{self.cam.id} {ev.alert_type} {ev.zone_id} t={ev.start_time_s:.1f}s {when}",
                 jpeg_quality=self.cfg.alerts.snapshot_quality,
@@ -494,7 +559,7 @@ class CameraAnalysis:
         matches = self.sightings.matches if self.sightings is not None else 0
         return {"frames_analysed": c.frames_analysed, "detections": c.detections,
                 "tracks": int(self.tracker.tracks_started), "alerts": c.alerts + matches,
-                "alerts_new": c.alerts_new + matches,
+                "alerts_new": c.alerts_new + matches, "alerts_merged": c.alerts_merged,
                 "scene_learning": sorted(d.detector_id for d in self.scene if still_learning(d)),
                 "sightings": self.sightings.stored if self.sightings is not None else 0,
                 "person_matches": self.sightings.matches if self.sightings is not None else 0}

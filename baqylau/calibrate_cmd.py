@@ -27,7 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from baqylau.config import CalibrationConfig, CameraConfig, ConfigError, SceneDetectorConfig, load_config
+from baqylau.config import (CalibrationConfig, CameraConfig, ConfigError, SceneDetectorConfig, camera_path_part,
+                            load_config)
 from calibration import CalibrationError, GroundPoint, Homography, Zone, ZoneError, fit_homography
 from ingest.errors import BaqylauError, SourceError, SourceTimeoutError
 
@@ -65,7 +66,7 @@ def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 def snapshot_path(data_dir: str | Path, camera_id: str) -> Path:
     """Default snapshot file of a camera: ``<data_dir>/calibration/<camera_id>.png``."""
-    return Path(data_dir) / "calibration" / f"{camera_id}.png"
+    return Path(data_dir) / "calibration" / f"{camera_path_part(camera_id)}.png"
 
 
 def grab_frame(cam: CameraConfig, at_s: float | None = None) -> np.ndarray:
@@ -391,7 +392,7 @@ def check_camera(cam: CameraConfig, data_dir: str, out_dir: Path) -> tuple[bool,
                 parts.append(f"depth marker {m.id} has points outside the {wh[0]}x{wh[1]} image")
     learned: dict[str, bool] = {}
     if cam.scene:
-        state_dir = Path(data_dir) / "scene" / cam.id
+        state_dir = Path(data_dir) / "scene" / camera_path_part(cam.id)
         saved = [p.name for p in state_dir.glob("*.npz")] if state_dir.is_dir() else []
         learned = {d.id: any(n.startswith(d.id + "-") for n in saved) for d in cam.scene}
         parts.append("scene: " + ", ".join(
@@ -406,7 +407,7 @@ def check_camera(cam: CameraConfig, data_dir: str, out_dir: Path) -> tuple[bool,
                     problems.append(f"scene[{j}] rim line outside the image")
                     parts.append(f"scene[{j}] ({d.id}).rim_line {d.rim_line} is outside the {wh[0]}x{wh[1]} image")
     if image is not None:
-        out = out_dir / f"{cam.id}-check.png"
+        out = out_dir / f"{camera_path_part(cam.id)}-check.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         if cv2.imwrite(str(out), render_overlay(image, zones, hom, cal, cam.scene, learned)):
             parts.append(f"overlay {out}")

@@ -2,8 +2,20 @@
 
 ``baqylau run CONFIG [--until-eof] [--summary-json PATH]``
     run the pipeline; Ctrl-C (SIGINT) or SIGTERM stops it cleanly.
-``baqylau alerts list --config CONFIG [--json] [--camera ID] [--type T] [--limit N]``
+``baqylau alerts list --config CONFIG [--json] [--camera ID] [--type T] [--status S] [--limit N]``
     print the stored alerts.
+``baqylau alerts ack|dispatch|resolve|reject|defer|reopen ALERT_ID --config CONFIG [--by U] [--note T] [--reason R] [--until T]``
+    move an alert through its lifecycle (reject needs --reason, defer needs --until).
+``baqylau alerts history ALERT_ID --config CONFIG [--json]``
+    an alert's events: who, when, from -> to, note, reason, due date.
+``baqylau tickets list|services --config CONFIG``
+    Open311 GeoReport v2 ``requests.json`` (filters, ``--table``) and ``services.json``.
+``baqylau webhooks list|attempts|replay|enable|secret``
+    webhook endpoints, delivery attempts, replays with the same webhook-id, re-enabling, new secrets.
+``baqylau routes status|dead|read --config CONFIG``
+    outbox and bus queues per route, dead letters, a pull consumer printing JSON lines.
+``baqylau deliver CONFIG``
+    run alert delivery (relay, webhook and MQTT workers) until SIGINT/SIGTERM.
 ``baqylau config check CONFIG``
     validate a configuration file and print one line per problem.
 """
@@ -20,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from alerts.lifecycle import STATES
 from baqylau.config import Config, ConfigError, load_config
 from ingest.errors import BaqylauError
 
@@ -158,18 +171,18 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
         alerts = []
     else:
         with AlertStore(db) as store:
-            alerts = store.list(camera_id=args.camera, type=args.type, limit=args.limit)
+            alerts = store.list(camera_id=args.camera, type=args.type, limit=args.limit, status=args.status)
     if args.json:
         json.dump([a.to_dict() for a in alerts], sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
     if not alerts:
-        filtered = args.camera or args.type or args.limit
+        filtered = args.camera or args.type or args.limit or args.status
         print(f"no alerts {'match these filters' if filtered else 'stored'} in {db}")
         return 0
     for a in alerts:
         end = f"{a.end_time_s:.1f}s" if a.end_time_s is not None else "ongoing"
-        print(f"{a.start_utc.strftime('%Y-%m-%d %H:%M:%S')}Z  {a.type:<16} camera={a.camera_id:<10} "
+        print(f"{a.alert_id[:13]}  {a.status:<12} {a.start_utc.strftime('%Y-%m-%d %H:%M:%S')}Z  {a.type:<16} camera={a.camera_id:<10} "
               f"zone={a.zone_id or '-':<10} t={a.start_time_s:.1f}s..{end}  tracks={list(a.track_ids)} "
               f"conf={a.conf:.2f}  {a.snapshot_path or ''}")
         if a.type == "person_match":
@@ -241,8 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--json", action="store_true", help="print a JSON array")
     al.add_argument("--camera", help="only this camera id")
     al.add_argument("--type", help="only this alert type")
+    al.add_argument("--status", choices=STATES, help="only alerts in this lifecycle state")
     al.add_argument("--limit", type=_positive_int, help="at most this many (>= 1)")
     al.set_defaults(func=cmd_alerts_list)
+
+    from baqylau import alerts_cmd
+
+    alerts_cmd.add_alert_parsers(asub)
+    alerts_cmd.add_parsers(sub)
 
     from baqylau.status_cmd import add_status_parser
 

@@ -37,11 +37,28 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alerts.open311 import ServiceCatalog
+from alerts.routing import DEFAULT_RULES, RouteRule, Severity, routes_of
 from ingest.errors import BaqylauError
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_CAMERA_ID_RE = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]{0,62}[^\x00-\x1f\x7f\s])?$"
+
+
+def camera_path_part(camera_id: str) -> str:
+    """The file or folder name of a camera under ``data_dir`` (snapshots, scene state, MOT files).
+
+    A short ASCII id (letters, digits, ``_ . -``) is used as it is; any other id (Cyrillic,
+    spaces, ``/``) is percent-encoded by ``search.store.safe_dir_name`` so that
+    ``Көктем 3 / кіреберіс`` stays one readable, reversible path part.
+    """
+    if re.match(_ID_RE, camera_id) and camera_id not in (".", ".."):
+        return camera_id
+    from search.store import safe_dir_name
+
+    return safe_dir_name(camera_id)
 
 
 class ConfigError(BaqylauError, ValueError):
@@ -276,7 +293,9 @@ class SceneDetectorConfig(_Model):
 class CameraConfig(CameraSettings):
     """One camera."""
 
-    id: str = Field(pattern=_ID_RE, description="Short id: letters, digits, _ . -")
+    id: str = Field(pattern=_CAMERA_ID_RE, description="Camera id: any text up to 64 characters without control "
+                                                          "characters or leading/trailing spaces (Cyrillic, Kazakh, "
+                                                          "spaces and '/' are fine; file paths use camera_path_part).")
     name: str = Field("", description="Human name, any Unicode (e.g. 'Бәйтерек, оңтүстік кіреберіс').")
     url: str = Field(min_length=1, description="rtsp://, rtsps://, http(s):// or a file path.")
     enabled: bool = Field(True, description="false keeps the camera in the file but does not run it.")
@@ -366,11 +385,121 @@ class TrackerConfig(_Model):
     mot_dir: str | None = Field(None, description="Write MOTChallenge files per camera here.")
 
 
+_ROUTE_NAME_RE = r"^[^\x00-\x1f\x7f:]{1,64}$"
+
+
+class WebhookConfig(_Model):
+    """One webhook endpoint (Standard Webhooks 1.0); its route is ``webhook:<name>``."""
+
+    name: str = Field(pattern=_ROUTE_NAME_RE, description="Endpoint name (any text, no ':'), used in routes.")
+    url: str = Field(pattern=r"^https?://[^/\s]+", description="http(s) URL the events are POSTed to.")
+    secrets: list[str] = Field(min_length=1, description="Signing secrets 'whsec_<base64>'; several during "
+                                                         "key rotation (each signs). Use ${ENV} to keep them out of the file.")
+    timeout_s: float = Field(15.0, gt=0, le=120, description="Timeout of each attempt, s.")
+    max_in_flight: int = Field(4, ge=1, le=64, description="Attempts in flight at once (different cameras).")
+    retry_schedule_s: list[float] | None = Field(
+        None, min_length=1, description="Delays before each attempt, s (first is 0); null = the spec's "
+                                        "0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.")
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: list[str]) -> list[str]:
+        from alerts.webhooks import parse_secret
+
+        for s in v:
+            parse_secret(s)
+        return v
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _schedule(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not (0 <= d <= 86400 * 7) for d in v):
+            raise ValueError("retry delays must be between 0 and 604800 s")
+        return v
+
+
+class MqttConfig(_Model):
+    """One MQTT broker (optional sink, needs the ``mqtt`` extra); its route is ``mqtt:<name>``."""
+
+    name: str = Field("default", pattern=_ROUTE_NAME_RE, description="Output name, used in routes.")
+    host: str = Field(min_length=1, description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("baqylau", min_length=1, description="First topic level(s).")
+    qos: Literal[1, 2] = Field(1, description="MQTT QoS of the events (0 is refused: nothing would confirm delivery).")
+    retain_state: bool = Field(True, description="Retained <prefix>/<camera>/<type>/state ON/OFF topics.")
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    timeout_s: float = Field(10.0, gt=0, le=120, description="Wait for the broker's PUBACK, s.")
+
+
+class BusConfig(_Model):
+    """The alert bus: Redis Streams when ``redis_url`` is set, else embedded (SQLite, one process)."""
+
+    redis_url: str | None = Field(None, description="e.g. redis://127.0.0.1:6379/0; null = embedded bus.")
+    prefix: str = Field("baqylau", min_length=1, description="Key prefix: <prefix>:route:<route>.")
+    socket_timeout_s: float = Field(5.0, gt=0, le=60, description="Timeout of every Redis call, s.")
+    connect_timeout_s: float = Field(2.0, gt=0, le=60, description="Timeout of connecting to Redis, s.")
+    maxlen: int | None = Field(1_000_000, ge=1000, description="Approximate cap of each route stream (XADD MAXLEN ~).")
+    dead_letter_after: int | None = Field(
+        None, ge=1, le=100, description="Failed attempts before an event goes to the dead-letter queue; "
+                                        "null = the length of the retry schedule.")
+
+
+class TicketingConfig(_Model):
+    """Open311 GeoReport v2 service requests made from alerts routed to ``ticketing``."""
+
+    expected_days: float = Field(7.0, gt=0, le=365, description="expected_datetime = request + this, days.")
+    services: ServiceCatalog = Field(default_factory=ServiceCatalog.default,
+                                     description="Alert type -> Open311 service (code, name).")
+
+
 class AlertsConfig(_Model):
-    """Where alerts go besides the SQLite store in data_dir."""
+    """Where alerts go: the SQLite store in data_dir, the JSONL sink, and the delivery routes."""
 
     jsonl_path: str | None = Field("alerts.jsonl", description="JSON-lines sink, relative to data_dir; null = off.")
     snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots.")
+    cooldown_s: float = Field(
+        30.0, ge=0, le=86400, description="A situation of the same camera, zone and type within this many "
+                                          "seconds of the last one updates that alert instead of raising a new one; 0 = off.")
+    cooldown_by_type: dict[str, float] = Field(default_factory=dict, description="cooldown_s per alert type.")
+    routes: list[RouteRule] = Field(default_factory=lambda: list(DEFAULT_RULES),
+                                    description="Routing rules; an alert goes to every matching rule's routes.")
+    severity_by_type: dict[str, Severity] = Field(default_factory=dict,
+                                                  description="Default severity label per alert type (for routing).")
+    media_base_url: str | None = Field(
+        None, pattern=r"^https?://", description="URL the snapshots are served under (webhook snapshot_url, "
+                                                 "Open311 media_url); null = none.")
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    mqtt: list[MqttConfig] = Field(default_factory=list)
+    bus: BusConfig = Field(default_factory=BusConfig)
+    ticketing: TicketingConfig = Field(default_factory=TicketingConfig)
+    deliver: Literal["in_process", "external"] = Field(
+        "in_process", description="in_process: 'baqylau run' also publishes and delivers; external: run "
+                                  "'baqylau deliver' separately (scale-out).")
+
+    @field_validator("cooldown_by_type")
+    @classmethod
+    def _cooldowns(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if not 0 <= x <= 86400}
+        if bad:
+            raise ValueError(f"cooldowns must be between 0 and 86400 s: {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _known_routes(self) -> AlertsConfig:
+        for kind, outputs in (("webhook", self.webhooks), ("mqtt", self.mqtt)):
+            names = [o.name for o in outputs]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"duplicate {kind} names {dup}")
+        known = {"police", "ticketing"} | {f"webhook:{w.name}" for w in self.webhooks} | {
+            f"mqtt:{m.name}" for m in self.mqtt}
+        unknown = sorted(routes_of(self.routes) - known)
+        if unknown:
+            raise ValueError(f"routes name outputs that are not configured: {unknown} (configure them under "
+                             "alerts.webhooks / alerts.mqtt)")
+        return self
 
 
 class RuntimeConfig(_Model):

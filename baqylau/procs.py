@@ -377,7 +377,7 @@ def _unlink_blocks(prefix: str) -> int:
 
 #: Per-camera counters that a restarted worker starts again from 0; the supervisor adds the
 #: dead process's last figures so that the reported counters never go backwards.
-_COUNTERS = ("frames_decoded", "frames_analysed", "detections", "tracks", "alerts", "alerts_new",
+_COUNTERS = ("frames_decoded", "frames_analysed", "detections", "tracks", "alerts", "alerts_new", "alerts_merged",
              "decode_errors", "dropped_frames", "reconnects")
 
 
@@ -421,6 +421,9 @@ class Supervisor:
         self.process_restarts: dict[str, int] = dict.fromkeys(self.latest, 0)
         self.class_names: list[str] | None = None
         self._stop_requested = False
+        #: Relay and route workers of this process (``alerts.deliver: in_process``); the decode
+        #: workers write alerts and their outbox rows to the shared SQLite store.
+        self.delivery = None
 
     def stop(self) -> None:
         """Ask every process to stop (safe from a signal handler: only sets a flag)."""
@@ -517,6 +520,10 @@ class Supervisor:
             SupervisorError: When the inference process cannot build its detector.
         """
         try:
+            if self.cfg.alerts.deliver == "in_process":
+                from baqylau.delivery import DeliveryService
+
+                self.delivery = DeliveryService(self.cfg).start()
             self._start("inference")
             deadline = time.monotonic() + 300
             while self.class_names is None and not self._stop_requested:
@@ -577,6 +584,9 @@ class Supervisor:
         if leaked:
             log.warning("freed %d shared-memory block(s) left by terminated workers", leaked)
         self._tmp.cleanup()
+        if self.delivery is not None:
+            self.delivery.stop()
+            self.delivery = None
 
     def all_failed(self) -> bool:
         """True when no camera delivered a frame and every one reported an error."""

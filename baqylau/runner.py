@@ -93,6 +93,12 @@ class Pipeline:
         log.info("detector %s on %s (batch up to %d)", self.detector.name, self.detector.provider,
                  self.detector.max_batch)
         self.output = AlertOutput(cfg)
+        self.delivery = None
+        if cfg.alerts.deliver == "in_process":
+            from baqylau.delivery import DeliveryService
+
+            self.delivery = DeliveryService(cfg, self.output.store)
+            self.output.on_change = self.delivery.wake
         self.cameras: dict[str, CameraRuntime] = {}
         enabled = [c for c in cfg.cameras if c.enabled]
         for cam in enabled:
@@ -163,6 +169,8 @@ class Pipeline:
         """
         for cam in self.cameras.values():
             cam.reader.start()
+        if self.delivery is not None:
+            self.delivery.start()
         next_tick = time.monotonic() + 1.0
         said_idle = False
         try:
@@ -201,6 +209,8 @@ class Pipeline:
                 log.exception("camera %s: closing open alerts failed", cam.cfg.id)
         for cam in self.cameras.values():
             cam.reader.join(timeout_s=5.0)
+        if self.delivery is not None:
+            self.delivery.stop()
         self.output.close()
 
     def summary(self) -> dict[str, dict]:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from alerts import Alert, make_alert_id, write_snapshot
-from baqylau.config import CameraConfig, Config
+from baqylau.config import CameraConfig, Config, camera_path_part
 from detectors.types import Detections
 from ingest.frame import Frame
 
@@ -187,7 +187,7 @@ class CameraSightings:
         for alert_id in self._open.pop(s.sighting_id, []):
             end_utc = datetime.fromtimestamp(s.end_wall_s, UTC)
             self.output.emit("alert.ended", self.output.store.update(
-                alert_id, end_time_s=s.end_time_s, end_utc=end_utc))
+                alert_id, event="alert.ended", end_time_s=s.end_time_s, end_utc=end_utc))
 
     def _location(self, s: Sighting) -> tuple[float, float] | None:
         """WGS84 position of a sighting: its median ground point when the camera is calibrated
@@ -236,7 +236,7 @@ class CameraSightings:
         if store.get(alert_id) is not None:
             log.info("camera %s: alert %s (person_match) already stored by an earlier run", cam.id, alert_id)
             return alert_id
-        base = self.output.snap_dir / cam.id / alert_id
+        base = self.output.snap_dir / camera_path_part(cam.id) / alert_id
         details = self._details(s, m)
         details["raised_time_s"] = round(frame.time_s if frame is not None else s.end_time_s, 3)
         details["evidence"] = self._evidence(base, s, m)
@@ -278,7 +278,7 @@ class CameraSightings:
         if old is None:
             return
         details = {**dict(old.details), "score": round(float(m.score), 4), "sighting_id": s.sighting_id,
-                   "evidence": self._evidence(self.output.snap_dir / self.cam.id / alert_id, s, m)}
+                   "evidence": self._evidence(self.output.snap_dir / camera_path_part(self.cam.id) / alert_id, s, m)}
         self._alerts[(m.entry_id, s.sighting_id)] = (alert_id, m.score)
         self.output.emit("alert.updated", store.update(alert_id, details=details, conf=float(m.score)))
 

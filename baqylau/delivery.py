@@ -1,0 +1,160 @@
+"""Alert delivery in the application: the store's outbox policy from the configuration, and the
+service that publishes the outbox to the bus and runs the webhook and MQTT workers.
+
+``baqylau run`` starts a :class:`DeliveryService` in the pipeline process (``alerts.deliver:
+in_process``, the default); with ``alerts.deliver: external`` the pipelines only write alerts
+and ``baqylau deliver`` runs the service on its own (one per ``data_dir``; workers for the same
+Redis may run on several machines, see the README's scaling section).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from alerts.bus import Bus, open_bus
+from alerts.delivery import DeliveryLog, RouteWorker, WebhookDeliverer
+from alerts.lifecycle import SYSTEM_ACTOR, LifecycleError
+from alerts.outbox import OutboxPolicy
+from alerts.relay import Relay
+from alerts.routing import Router
+from alerts.store import AlertStore, AlertStoreError
+from alerts.webhooks import RETRY_SCHEDULE_S
+from baqylau.config import Config
+
+log = logging.getLogger(__name__)
+
+#: Consumer group of baqylau's own route workers (integrators use their own groups).
+GROUP = "baqylau"
+
+
+def consumer_name(route: str) -> str:
+    """Consumer name of this machine's worker for a route: stable across restarts, so a restarted
+    worker first takes back its own unacknowledged entries (in order) before reading new ones."""
+    return f"{socket.gethostname()}:{route}"
+
+
+def outbox_policy(cfg: Config) -> OutboxPolicy:
+    """The routes, event bodies and tickets the configuration asks for."""
+    a = cfg.alerts
+    return OutboxPolicy(Router(a.routes, cfg.timezone, a.severity_by_type), a.ticketing.services,
+                        a.media_base_url, a.ticketing.expected_days, cfg.timezone)
+
+
+def open_alert_store(cfg: Config) -> AlertStore:
+    """The alert store of ``data_dir`` with the configured outbox policy.
+
+    Raises:
+        alerts.store.AlertStoreError: When it cannot be opened.
+    """
+    return AlertStore(Path(cfg.data_dir) / "alerts.db", outbox_policy(cfg))
+
+
+def open_configured_bus(cfg: Config) -> Bus:
+    """Redis Streams when ``alerts.bus.redis_url`` is set, else the embedded bus in
+    ``data_dir/bus.db``.
+
+    Raises:
+        alerts.bus.BusError: When the embedded file cannot be opened (Redis is connected lazily).
+    """
+    b = cfg.alerts.bus
+    return open_bus(b.redis_url, Path(cfg.data_dir) / "bus.db", prefix=b.prefix,
+                    socket_timeout_s=b.socket_timeout_s, connect_timeout_s=b.connect_timeout_s, maxlen=b.maxlen)
+
+
+def open_delivery_log(cfg: Config) -> DeliveryLog:
+    """The delivery attempts and endpoint states of ``data_dir/deliveries.db``."""
+    return DeliveryLog(Path(cfg.data_dir) / "deliveries.db")
+
+
+class DeliveryService:
+    """Relay (outbox -> bus), one worker per webhook and MQTT output, and the deferral watch.
+
+    Args:
+        cfg: The configuration.
+        store: An open alert store to share (the pipeline's); opened from ``cfg`` when ``None``.
+
+    Raises:
+        alerts.store.AlertStoreError: When the store cannot be opened.
+    """
+
+    def __init__(self, cfg: Config, store: AlertStore | None = None) -> None:
+        self.cfg = cfg
+        self._own_store = store is None
+        self.store = store or open_alert_store(cfg)
+        self.bus = open_configured_bus(cfg)
+        self.log = open_delivery_log(cfg)
+        self.relay = Relay(self.store, self.bus)
+        self.workers: list[RouteWorker] = []
+        a = cfg.alerts
+        for w in a.webhooks:
+            schedule = tuple(w.retry_schedule_s) if w.retry_schedule_s else RETRY_SCHEDULE_S
+            self.workers.append(RouteWorker(
+                f"webhook:{w.name}", self.bus, WebhookDeliverer(f"webhook:{w.name}", w.url, w.secrets, w.timeout_s),
+                self.log, group=GROUP, consumer=consumer_name(f"webhook:{w.name}"), schedule_s=schedule,
+                dead_letter_after=a.bus.dead_letter_after, max_in_flight=w.max_in_flight))
+        for m in a.mqtt:
+            from alerts.mqtt import MqttDeliverer
+
+            self.workers.append(RouteWorker(
+                f"mqtt:{m.name}", self.bus, MqttDeliverer(
+                    f"mqtt:{m.name}", m.host, m.port, topic_prefix=m.topic_prefix, qos=m.qos,
+                    retain_state=m.retain_state, username=m.username, password=m.password, tls=m.tls,
+                    timeout_s=m.timeout_s),
+                self.log, group=GROUP, consumer=consumer_name(f"mqtt:{m.name}"),
+                dead_letter_after=a.bus.dead_letter_after))
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+
+    def start(self) -> DeliveryService:
+        """Start the relay, the workers and the deferral watch (daemon threads)."""
+        self.relay.start()
+        for w in self.workers:
+            w.start()
+        self._watch = threading.Thread(target=self._watch_deferrals, name="deferral-watch", daemon=True)
+        self._watch.start()
+        log.info("delivery: %s bus, relay and %d worker(s): %s",
+                 "Redis" if self.cfg.alerts.bus.redis_url else "embedded", len(self.workers),
+                 ", ".join(w.route for w in self.workers) or "none")
+        return self
+
+    def wake(self) -> None:
+        """Tell the relay an alert changed (lower latency than its poll)."""
+        self.relay.wake()
+
+    def _watch_deferrals(self, every_s: float = 5.0) -> None:
+        """Deferred alerts whose due date passed go back to ``new`` (published as ``alert.reopened``)."""
+        while not self._stop.wait(every_s):
+            try:
+                for alert_id in self.store.due_deferred():
+                    try:
+                        self.store.transition(alert_id, "new", actor=SYSTEM_ACTOR, note="deferral due")
+                        log.warning("alert %s: deferral due, back to new", alert_id)
+                    except LifecycleError:
+                        pass  # an operator moved it meanwhile
+            except AlertStoreError as exc:
+                log.error("deferral watch: %s", exc)
+
+    def stats(self) -> dict[str, Any]:
+        """Relay and worker counters."""
+        return {"relay": {"published": self.relay.published, "errors": self.relay.errors},
+                "workers": {w.route: w.stats() for w in self.workers}}
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the threads (the relay publishes what is committed first, bounded by ``timeout_s``)
+        and close what this service opened."""
+        self._stop.set()
+        self.relay.stop(timeout_s)
+        for w in self.workers:
+            w.stop(timeout_s)
+        for w in self.workers:
+            close = getattr(w.deliverer, "close", None)
+            if close is not None:
+                close()
+        self.bus.close()
+        self.log.close()
+        if self._own_store:
+            self.store.close()
