@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip
 HEADLESS_FIX = $(PIP) uninstall -q -y opencv-python >/dev/null 2>&1 || true; \
 	$(PIP) install -q --force-reinstall --no-deps "opencv-python-headless>=4.10,<6"
 
-.PHONY: demo test install install-test system-deps bench bench-ingest bench-scene bench-search bench-reid clean
+.PHONY: demo test install install-test system-deps bench bench-ingest bench-scene bench-search bench-reid bench-alerts clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,8 @@ demo: install
 	  echo "staged clip not written (it needs ../shared); camera staged-street will report it missing"
 	$(BIN)/baqylau run configs/demo.yaml --until-eof --summary-json var/demo/summary.json
 	$(BIN)/baqylau alerts list --config configs/demo.yaml
+	$(BIN)/baqylau tickets list --config configs/demo.yaml --table
+	$(BIN)/baqylau routes status --config configs/demo.yaml
 	$(BIN)/baqylau search colour --config configs/demo.yaml --case DEMO --user demo --upper blue --limit 5 \
 	  --sheet var/demo/search-blue.jpg
 
@@ -62,6 +64,9 @@ bench-scene: install-test
 
 bench-search: install-test
 	$(BIN)/python benchmarks/search.py --json
+
+bench-alerts: install-test system-deps
+	$(BIN)/python benchmarks/alerts.py --json
 
 bench-reid: install-test
 	$(BIN)/python benchmarks/reid.py --json

@@ -8,10 +8,12 @@ Two implementations share one interface (:class:`Bus`):
   timeouts and reconnects after Redis restarts.
 - :class:`EmbeddedBus`: the same semantics in one SQLite file (the default without Redis).
 
-Publishing is idempotent by the outbox sequence number ``seq`` (global, in commit order): the
-Redis entry id is ``<seq>-0``, so publishing the same outbox row twice (a relay that crashed
-between ``XADD`` and marking the row published) adds nothing. That requires a single relay per
-outbox at a time (``alerts.relay`` holds a lease).
+Publishing is idempotent by the outbox sequence number ``seq`` (increasing in commit order) of
+the publishing outbox (``source``): on Redis one Lua script appends the entry only when ``seq``
+is above the last one published from that source to that route, and records it, atomically, so
+publishing the same outbox row twice (a relay that crashed between ``XADD`` and marking the
+row published) adds nothing, while several machines' outboxes share the same route streams.
+That requires a single relay per outbox at a time (``alerts.relay`` holds a lease).
 
 Both buses hand an entry to one consumer of a group at a time and keep it pending until it is
 acknowledged: delivery is at least once, and consumers must tolerate a repeat (``msg_id`` is in
@@ -73,8 +75,12 @@ class BusMessage:
 class Bus(Protocol):
     """What the relay and the route workers need from a bus. Implementations are thread-safe."""
 
-    def publish(self, route: str, seq: int, fields: Mapping[str, str]) -> bool:
-        """Append an entry unless ``seq`` is already in the route; ``True`` when added."""
+    def publish(self, route: str, seq: int, fields: Mapping[str, str], source: str = "default") -> bool:
+        """Append an entry unless ``seq`` of outbox ``source`` is already in the route; ``True`` when added."""
+
+    def publish_many(self, items: Sequence[tuple[str, int, Mapping[str, str]]],
+                     source: str = "default") -> list[bool]:
+        """:meth:`publish` for several ``(route, seq, fields)`` at once (one round trip)."""
 
     def ensure_group(self, route: str, group: str) -> None:
         """Create the consumer group (reading from the start) when missing."""
@@ -97,7 +103,7 @@ class Bus(Protocol):
 
     def stats(self, route: str, group: str | None = None) -> dict[str, Any]:
         """Queue figures: ``length``, ``dead``; with a group also ``pending``, ``lag``,
-        ``last_delivered_seq``."""
+        ``last_delivered_id``."""
 
     def dead_letters(self, route: str, count: int = 100) -> list[tuple[BusMessage, str]]:
         """The oldest ``count`` dead letters of a route with their reasons."""
@@ -174,16 +180,49 @@ def _dead_record(route: str, group: str, message: BusMessage, reason: str) -> di
 
 def _from_dead_record(route: str, record: Mapping[str, str]) -> tuple[BusMessage, str]:
     fields = {k: v for k, v in record.items() if k not in DEAD_FIELDS}
+    if "source" in fields:  # published entries carry their seq as a field too
+        fields["seq"] = record["seq"]
     return (BusMessage(route, int(record["seq"]), record["entry_id"], fields, int(record["deliveries"])),
             record["reason"])
+
+
+#: Publishes a batch. KEYS: (stream, published-hash) per route; ARGV: source, maxlen ("" = none),
+#: then per entry: route number (1-based), seq, n fields, field, value, ... Returns 1/0 per entry.
+#: A script stops at its first error with what it did so far kept, so a failed batch is always
+#: a published prefix: publishing it again adds exactly the rest.
+_PUBLISH_LUA = """
+local source, maxlen = ARGV[1], ARGV[2]
+local out = {}
+local i = 3
+while i <= #ARGV do
+  local r, n = tonumber(ARGV[i]), tonumber(ARGV[i + 2])
+  local stream, published = KEYS[2 * r - 1], KEYS[2 * r]
+  local last = tonumber(redis.call('HGET', published, source) or '0')
+  if tonumber(ARGV[i + 1]) > last then
+    local args = {stream}
+    if maxlen ~= '' then args[#args + 1] = 'MAXLEN'; args[#args + 1] = '~'; args[#args + 1] = maxlen end
+    args[#args + 1] = '*'
+    for j = i + 3, i + 2 + 2 * n do args[#args + 1] = ARGV[j] end
+    redis.call('XADD', unpack(args))
+    redis.call('HSET', published, source, ARGV[i + 1])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+  i = i + 3 + 2 * n
+end
+return out
+"""
 
 
 class RedisBus:
     """The bus on Redis Streams (Redis >= 7; https://redis.io/docs/latest/develop/data-types/streams/).
 
-    Keys: ``<prefix>:route:<route>`` (one stream per route) and ``<prefix>:dead:<route>`` (its
-    dead letters); route names are UTF-8 in the key. Commands: ``XADD`` with the explicit id
-    ``<seq>-0`` (https://redis.io/docs/latest/commands/xadd/), ``XGROUP CREATE ... MKSTREAM``,
+    Keys: ``<prefix>:route:<route>`` (one stream per route), ``<prefix>:dead:<route>`` (its
+    dead letters) and ``<prefix>:published:<route>`` (hash: source -> last published seq);
+    route names are UTF-8 in the key. Commands: ``XADD`` with an automatic id inside a Lua
+    script (https://redis.io/docs/latest/commands/xadd/, https://redis.io/docs/latest/develop/interact/programmability/eval-intro/),
+    ``XGROUP CREATE ... MKSTREAM``,
     ``XREADGROUP`` (``>`` for new entries, ``0`` for this consumer's pending ones;
     https://redis.io/docs/latest/commands/xreadgroup/), ``XPENDING`` (delivery counts),
     ``XAUTOCLAIM`` (https://redis.io/docs/latest/commands/xautoclaim/), ``XACK``.
@@ -196,9 +235,10 @@ class RedisBus:
     connection, then the command). Blocking reads wait at most ``0.8 * socket_timeout_s``.
     The redis-py connection pool reconnects on the next call after Redis comes back.
 
-    Idempotence: ``XADD`` refuses an id not above the stream's top id, which :meth:`publish`
-    reports as ``False``; that is "already published" only because the relay publishes each
-    route in increasing ``seq``. A Redis that lost its data accepts the old ids again.
+    Idempotence: :meth:`publish` appends only when ``seq`` is above the source's last published
+    seq for the route and reports ``False`` otherwise; that is "already published" only because
+    the relay publishes each route in increasing ``seq``. A Redis that lost its data lost the
+    record too and accepts the rows again. Entries carry ``seq`` and ``source`` fields.
 
     Args:
         url: ``redis://[user:password@]host:port/db`` (https://www.iana.org/assignments/uri-schemes/prov/redis).
@@ -240,6 +280,7 @@ class RedisBus:
                             supported_errors=(redis.ConnectionError,)))
         except ValueError as exc:
             raise BusConfigError(f"bad Redis URL: {exc}") from exc
+        self._publish_script = self._client.register_script(_PUBLISH_LUA)
         kw = self._client.connection_pool.connection_kwargs
         self.where = kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
 
@@ -259,7 +300,9 @@ class RedisBus:
             raise BusError(f"redis {self.where}: {what} failed: {type(exc).__name__}: {exc}") from exc
 
     def _message(self, route: str, entry_id: str, fields: Mapping[str, str], deliveries: int = 1) -> BusMessage:
-        return BusMessage(route, _seq_of(entry_id), entry_id, dict(fields), deliveries)
+        seq = fields.get("seq")
+        return BusMessage(route, int(seq) if seq and seq.isdigit() else _seq_of(entry_id), entry_id, dict(fields),
+                          deliveries)
 
     def _with_group(self, route: str, group: str, what: str, call: Any) -> Any:
         """Run ``call()``; on NOGROUP (Redis restarted without data) create the group, retry once."""
@@ -274,31 +317,56 @@ class RedisBus:
                 self.ensure_group(route, group)
                 return call()
 
-    def publish(self, route: str, seq: int, fields: Mapping[str, str]) -> bool:
-        """``XADD <key> [MAXLEN ~ maxlen] <seq>-0 fields``.
+    def publish(self, route: str, seq: int, fields: Mapping[str, str], source: str = "default") -> bool:
+        """Append ``fields`` (plus ``seq`` and ``source``) to the route's stream unless ``seq`` was
+        already published from ``source`` (one atomic Lua script: ``HGET`` the source's last
+        seq, ``XADD <key> [MAXLEN ~ maxlen] * ...``, ``HSET``).
 
         Args:
             route: Route name (:data:`ROUTE_RE`).
             seq: Outbox sequence number, >= 1.
             fields: Non-empty text-to-text mapping.
+            source: Id of the publishing outbox (``AlertStore.outbox_id``).
 
         Returns:
-            ``True`` when added; ``False`` when the stream's top id is already ``>= seq``.
+            ``True`` when added; ``False`` when ``seq`` is not above the source's last published seq.
 
         Raises:
             BusConfigError: On a bad route, seq or fields.
             BusError: When Redis fails.
         """
-        key, fields = self.key(route), _check_fields(fields)
-        _check_int(seq, "seq", 1)
-        with self._errors(f"XADD {route!r} seq {seq}"):
-            try:
-                self._client.xadd(key, fields, id=f"{seq}-0", maxlen=self.maxlen, approximate=True)
-            except self._redis.ResponseError as exc:
-                if "equal or smaller than the target stream top item" in str(exc):
-                    return False
-                raise
-        return True
+        return self.publish_many([(route, seq, fields)], source)[0]
+
+    def publish_many(self, items: Sequence[tuple[str, int, Mapping[str, str]]], source: str = "default") -> list[bool]:
+        """:meth:`publish` for several ``(route, seq, fields)`` in one script call: one round trip
+        and one AOF write (and fsync) for the batch instead of one per entry.
+
+        Returns:
+            One bool per item, as :meth:`publish`.
+
+        Raises:
+            BusConfigError: On a bad route, seq or fields.
+            BusError: When Redis fails; a prefix of the items may have been appended, and
+                publishing them all again adds exactly the rest.
+        """
+        _check_name(source, "source")
+        keys: list[str] = []
+        number: dict[str, int] = {}
+        args: list[Any] = [source, "" if self.maxlen is None else self.maxlen]
+        for route, seq, fields in items:
+            stream, fields = self.key(route), _check_fields(fields)
+            _check_int(seq, "seq", 1)
+            if route not in number:
+                keys += [stream, f"{self.prefix}:published:{route}"]
+                number[route] = len(number) + 1
+            entry = {**fields, "seq": str(seq), "source": source}
+            args += [number[route], seq, len(entry)]
+            for k, v in entry.items():
+                args += [k, v]
+        if not items:
+            return []
+        with self._errors(f"XADD {len(items)} entries (first: {items[0][0]!r} seq {items[0][1]})"):
+            return [bool(r) for r in self._publish_script(keys=keys, args=args)]
 
     def ensure_group(self, route: str, group: str) -> None:
         """``XGROUP CREATE <key> <group> 0 MKSTREAM``; an existing group (BUSYGROUP) is kept.
@@ -448,8 +516,8 @@ class RedisBus:
         Returns:
             ``{"length", "dead"}`` and with ``group``: ``"pending"`` (delivered, not acknowledged),
             ``"lag"`` (entries not yet delivered to the group; ``None`` when Redis cannot tell:
-            after deletions, or after loading the AOF), ``"last_delivered_seq"`` (0 for a missing group, whose lag is then
-            the length).
+            after deletions, or after loading the AOF), ``"last_delivered_id"`` (the stream id,
+            ``"0-0"`` for a missing group, whose lag is then the length).
 
         Raises:
             BusError: When Redis fails.
@@ -466,11 +534,11 @@ class RedisBus:
                 return out
             info = next((g for g in (self._client.xinfo_groups(key) if exists else []) if g["name"] == group), None)
         if info is None:
-            out.update(pending=0, lag=out["length"], last_delivered_seq=0)
+            out.update(pending=0, lag=out["length"], last_delivered_id="0-0")
         else:
             lag = info.get("lag")
             out.update(pending=int(info["pending"]), lag=None if lag is None else int(lag),
-                       last_delivered_seq=_seq_of(info["last-delivered-id"]))
+                       last_delivered_id=str(info["last-delivered-id"]))
         return out
 
     def dead_letters(self, route: str, count: int = 100) -> list[tuple[BusMessage, str]]:
@@ -604,19 +672,35 @@ class EmbeddedBus:
         """Rows ``(seq, fields JSON, deliveries)`` -> messages."""
         return [BusMessage(route, seq, str(seq), json.loads(fields), deliveries) for seq, fields, deliveries in rows]
 
-    def publish(self, route: str, seq: int, fields: Mapping[str, str]) -> bool:
-        """Insert ``(route, seq)`` unless present (see :meth:`RedisBus.publish`).
+    def publish(self, route: str, seq: int, fields: Mapping[str, str], source: str = "default") -> bool:
+        """Insert ``(route, seq)`` unless present (see :meth:`RedisBus.publish`; one embedded bus
+        serves one outbox, so ``source`` is only copied into the fields).
 
         Raises:
             BusConfigError: On a bad route, seq or fields.
             BusError: When SQLite fails.
         """
-        _check_route(route), _check_int(seq, "seq", 1)
-        text = json.dumps(_check_fields(fields), ensure_ascii=False)
-        with self._write(f"publish {route!r} seq {seq}") as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO bus_entries VALUES (?, ?, ?, ?)",
-                               (route, seq, text, format_utc(dt.datetime.now(dt.timezone.utc))))
-        return cur.rowcount == 1
+        return self.publish_many([(route, seq, fields)], source)[0]
+
+    def publish_many(self, items: Sequence[tuple[str, int, Mapping[str, str]]], source: str = "default") -> list[bool]:
+        """:meth:`publish` for several ``(route, seq, fields)`` in one transaction.
+
+        Raises:
+            BusConfigError: On a bad route, seq or fields.
+            BusError: When SQLite fails (nothing is added then).
+        """
+        _check_name(source, "source")
+        rows = []
+        now = format_utc(dt.datetime.now(dt.timezone.utc))
+        for route, seq, fields in items:
+            _check_route(route), _check_int(seq, "seq", 1)
+            rows.append((route, seq, json.dumps({**_check_fields(fields), "seq": str(seq), "source": source},
+                                                ensure_ascii=False), now))
+        if not rows:
+            return []
+        with self._write(f"publish {len(rows)} entries") as conn:
+            return [conn.execute("INSERT OR IGNORE INTO bus_entries VALUES (?, ?, ?, ?)", row).rowcount == 1
+                    for row in rows]
 
     def ensure_group(self, route: str, group: str) -> None:
         """Create the group reading from the start when missing (see :meth:`RedisBus.ensure_group`)."""
@@ -718,7 +802,7 @@ class EmbeddedBus:
                 (route, group, route, group))
             (lag,), = self._query("stats", "SELECT COUNT(*) FROM bus_entries WHERE route = ? AND seq > ?",
                                   (route, last))
-            out.update(pending=pending, lag=lag, last_delivered_seq=last)
+            out.update(pending=pending, lag=lag, last_delivered_id=str(last))
         return out
 
     def dead_letters(self, route: str, count: int = 100) -> list[tuple[BusMessage, str]]:

@@ -578,9 +578,13 @@ class RouteWorker:
             if dues:
                 wait_s = min(wait_s, max(0.0, min(dues) - self._clock()))
         if room > 0 and not self._recovering:
-            if self._futures:
-                wait_s = min(wait_s, 0.1)  # completions are handled between reads
-            self._add(self.bus.read(self.route, self.group, self.consumer, room, max(1, int(wait_s * 1000))))
+            if self._futures:  # never sit in a blocking read while attempts finish
+                got = self.bus.read(self.route, self.group, self.consumer, room, 0)
+                self._add(got)
+                if not got:
+                    self._wake.wait(min(wait_s, 0.1))  # done-callbacks set _wake
+            else:
+                self._add(self.bus.read(self.route, self.group, self.consumer, room, max(1, int(wait_s * 1000))))
         elif wait_s > 0:
             self._wake.wait(wait_s)
 

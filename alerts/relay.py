@@ -65,17 +65,13 @@ class Relay:
         if not self.store.try_lease(LEASE, self.owner, self.lease_ttl_s, time.time()):
             return 0
         rows = self.store.outbox_pending(self.batch)
-        done: list[int] = []
-        try:
-            for row in rows:
-                fields = row.fields()
-                for route in row.routes:
-                    self.bus.publish(route, row.seq, fields)
-                done.append(row.seq)
-        finally:
-            if done:
-                self.store.mark_published(done)
-                self.published += len(done)
+        source = self.store.outbox_id
+        items = [(route, row.seq, row.fields()) for row in rows for route in row.routes]
+        self.bus.publish_many(items, source)   # all or, on an error, some: a retry adds only the rest
+        done = [row.seq for row in rows]
+        if done:
+            self.store.mark_published(done)
+            self.published += len(done)
         return len(done)
 
     def wake(self) -> None:

@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS alert_merges (   -- situations merged into an earlier
     situation_id TEXT PRIMARY KEY,           -- the alert id the situation would have had
     alert_id     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
     name      TEXT PRIMARY KEY,
     owner     TEXT NOT NULL,
@@ -129,6 +130,7 @@ class AlertStore:
     def __init__(self, path: str | Path, policy: OutboxPolicy | None = None) -> None:
         self.path = Path(path)
         self.policy = policy or OutboxPolicy()
+        self._outbox_id: str | None = None
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,25 @@ class AlertStore:
         except BaseException:
             self._conn.close()
             raise
+
+    @property
+    def outbox_id(self) -> str:
+        """This store's outbox id: a UUID made when the file was created, naming it as the
+        ``source`` of what its relay publishes (several machines' outboxes share one Redis).
+
+        Raises:
+            AlertStoreError: On a database error.
+        """
+        if self._outbox_id is None:
+            import uuid
+
+            def go() -> str:
+                with self._write() as conn:
+                    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('outbox_id', ?)",
+                                 (str(uuid.uuid4()),))
+                    return conn.execute("SELECT value FROM meta WHERE key = 'outbox_id'").fetchone()[0]
+            self._outbox_id = self._run("read the outbox id", go)
+        return self._outbox_id
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         """Hold the lock and one write transaction; commit on success, roll back otherwise."""

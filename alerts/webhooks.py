@@ -296,9 +296,10 @@ def deliver_once(url: str, body: bytes, headers: Mapping[str, str],
     if not timeout_s > 0:
         raise WebhookConfigError(f"timeout_s must be > 0, got {timeout_s!r}")
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    target = parts.path or "/"
+    # a raw non-ASCII or space character in the configured URL is sent percent-encoded (RFC 3986)
+    target = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
     if parts.query:
-        target += "?" + parts.query
+        target += "?" + urllib.parse.quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
     send_headers = {"user-agent": "baqylau-webhooks", **headers}
     start = time.monotonic()
     conn = conn_cls(parts.hostname, parts.port, timeout=timeout_s)

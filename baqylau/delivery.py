@@ -108,6 +108,8 @@ class DeliveryService:
                 dead_letter_after=a.bus.dead_letter_after))
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
+        #: How often deferred alerts are checked for their due date, s.
+        self.deferral_every_s = 5.0
 
     def start(self) -> DeliveryService:
         """Start the relay, the workers and the deferral watch (daemon threads)."""
@@ -125,9 +127,9 @@ class DeliveryService:
         """Tell the relay an alert changed (lower latency than its poll)."""
         self.relay.wake()
 
-    def _watch_deferrals(self, every_s: float = 5.0) -> None:
+    def _watch_deferrals(self) -> None:
         """Deferred alerts whose due date passed go back to ``new`` (published as ``alert.reopened``)."""
-        while not self._stop.wait(every_s):
+        while not self._stop.wait(self.deferral_every_s):
             try:
                 for alert_id in self.store.due_deferred():
                     try:
@@ -143,9 +145,38 @@ class DeliveryService:
         return {"relay": {"published": self.relay.published, "errors": self.relay.errors},
                 "workers": {w.route: w.stats() for w in self.workers}}
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the threads (the relay publishes what is committed first, bounded by ``timeout_s``)
-        and close what this service opened."""
+    def idle(self) -> bool:
+        """Whether everything committed has been published and every enabled worker's queue is
+        delivered (no pending or unread entries, nothing held for a retry)."""
+        if self.store.outbox_stats()["pending"]:
+            return False
+        for w in self.workers:
+            st = w.stats()
+            if st["disabled"]:
+                continue
+            if st["in_window"]:
+                return False
+            q = self.bus.stats(w.route, GROUP)
+            if q.get("pending") or q.get("lag"):
+                return False
+        return True
+
+    def stop(self, drain_s: float = 10.0, timeout_s: float = 10.0) -> None:
+        """Stop the threads and close what this service opened.
+
+        First, for up to ``drain_s``, the relay publishes what is committed and the workers
+        deliver what they can (a file run ends with its last alerts delivered); whatever is left
+        stays in the outbox or the bus for the next start. Nothing is lost either way.
+        """
+        import time
+
+        deadline = time.monotonic() + drain_s
+        self.relay.wake()
+        try:
+            while time.monotonic() < deadline and not self.idle():
+                time.sleep(0.05)
+        except Exception as exc:  # noqa: BLE001 - a bus or store error: stop without draining
+            log.warning("delivery: not drained before stopping: %s", exc)
         self._stop.set()
         self.relay.stop(timeout_s)
         for w in self.workers:

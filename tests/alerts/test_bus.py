@@ -6,12 +6,18 @@ import threading
 import time
 
 import pytest
+from unittest.mock import ANY
 
 from alerts.bus import BusConfigError, BusError, BusMessage, EmbeddedBus, RedisBus, open_bus
 from tests.conftest import free_port, need_tool
 from tests.servers import RedisServer, redis_server  # noqa: F401  (fixture)
 
 KAZ_ROUTE = "webhook:Көктем 3 / кіреберіс"
+
+
+def entry(seq: int, source: str = "default") -> dict[str, str]:
+    """The fields a consumer reads back: what was published plus ``seq`` and ``source``."""
+    return {**fields_of(seq), "seq": str(seq), "source": source}
 
 
 def fields_of(seq: int) -> dict[str, str]:
@@ -56,7 +62,7 @@ def test_publish_is_idempotent_by_seq(bus):
     assert bus.publish("police", 2, fields_of(2)) is False
     assert bus.publish("police", 3, {"other": "x"}) is False
     got = bus.read("police", "g", "c1", 10, 0)
-    assert [(m.seq, dict(m.fields), m.deliveries) for m in got] == [(s, fields_of(s), 1) for s in (1, 2, 3)]
+    assert [(m.seq, dict(m.fields), m.deliveries) for m in got] == [(s, entry(s), 1) for s in (1, 2, 3)]
     assert bus.stats("police") == {"length": 3, "dead": 0}
 
 
@@ -81,12 +87,12 @@ def test_read_ack_and_pending(bus):
     route = "webhook:city"
     publish_range(bus, route, [1, 2, 3, 4])
     got = bus.read(route, "g", "c1", 3, 0)
-    assert bus.stats(route, "g") == {"length": 4, "dead": 0, "pending": 3, "lag": 1, "last_delivered_seq": 3}
+    assert bus.stats(route, "g") == {"length": 4, "dead": 0, "pending": 3, "lag": 1, "last_delivered_id": ANY}
     assert bus.ack(route, "g", [got[0].entry_id, got[1].entry_id]) == 2
     assert bus.ack(route, "g", [got[0].entry_id]) == 0
     assert bus.ack(route, "g", []) == 0
     assert bus.stats(route, "g")["pending"] == 1
-    assert bus.stats(route, "other") == {"length": 4, "dead": 0, "pending": 0, "lag": 4, "last_delivered_seq": 0}
+    assert bus.stats(route, "other") == {"length": 4, "dead": 0, "pending": 0, "lag": 4, "last_delivered_id": ANY}
 
 
 def test_recover_after_consumer_restart(make_bus):
@@ -97,7 +103,7 @@ def test_recover_after_consumer_restart(make_bus):
     first.close()
     again = make_bus()
     back = again.recover("mqtt:broker", "g", "c1", 10)
-    assert [(m.seq, m.deliveries, dict(m.fields)) for m in back] == [(1, 2, fields_of(1)), (3, 2, fields_of(3))]
+    assert [(m.seq, m.deliveries, dict(m.fields)) for m in back] == [(1, 2, entry(1)), (3, 2, entry(3))]
     assert again.recover("mqtt:broker", "g", "other", 10) == []
     assert again.read("mqtt:broker", "g", "c1", 10, 0) == []
     publish_range(again, "mqtt:broker", [4])
@@ -123,7 +129,7 @@ def test_dead_letter_moves_and_acks(bus):
     publish_range(bus, route, [1, 2])
     message = bus.read(route, "g", "c1", 1, 0)[0]
     bus.dead_letter(route, "g", message, "HTTP 410 Gone after 5 tries")
-    assert bus.stats(route, "g") == {"length": 2, "dead": 1, "pending": 0, "lag": 1, "last_delivered_seq": 1}
+    assert bus.stats(route, "g") == {"length": 2, "dead": 1, "pending": 0, "lag": 1, "last_delivered_id": ANY}
     assert bus.recover(route, "g", "c1", 10) == []
     assert bus.dead_letters(route) == [(message, "HTTP 410 Gone after 5 tries")]
     assert bus.dead_letters("police") == []
@@ -196,7 +202,7 @@ def test_redis_restart_with_aof_keeps_entries_groups_and_pending(redis_server):
     redis_server.restart()
     stats = bus.stats("police", "g")
     assert stats["lag"] in (1, None)  # Redis 7 may not know the lag after loading the AOF
-    assert stats | {"lag": 1} == {"length": 3, "dead": 0, "pending": 2, "lag": 1, "last_delivered_seq": 2}
+    assert stats | {"lag": 1} == {"length": 3, "dead": 0, "pending": 2, "lag": 1, "last_delivered_id": ANY}
     assert [m.seq for m in bus.recover("police", "g", "c1", 10)] == [m.seq for m in first]
     assert [m.seq for m in bus.read("police", "g", "c1", 10, 0)] == [3]
     assert bus.publish("police", 3, fields_of(3)) is False
@@ -255,11 +261,25 @@ def test_redis_frozen_by_sigstop_raises_then_recovers(redis_server):
     bus.close()
 
 
-def test_bus_message_seq_comes_from_the_entry_id(redis_server):
+def test_bus_message_seq_comes_from_the_fields(redis_server):
     bus = redis_bus(redis_server)
-    bus.publish("police", 123456789012, fields_of(1))
+    bus.publish("police", 123456789012, fields_of(1), source="m07")
     [message] = bus.read("police", "g", "c", 1, 0)
-    assert message == BusMessage("police", 123456789012, "123456789012-0", fields_of(1), 1)
+    assert message == BusMessage("police", 123456789012, message.entry_id, entry(123456789012, "m07") | {
+        k: v for k, v in fields_of(1).items()}, 1)
+    bus.close()
+
+
+def test_two_outboxes_share_a_stream_without_losing_rows(redis_server):
+    """Machines with their own outboxes publish to one Redis: the same seq from two sources is
+    two entries, and each source stays idempotent on its own."""
+    bus = redis_bus(redis_server)
+    assert bus.publish("police", 5, fields_of(5), source="machine-a") is True
+    assert bus.publish("police", 2, fields_of(2), source="machine-b") is True   # lower seq, other source
+    assert bus.publish("police", 5, fields_of(5), source="machine-b") is True
+    assert bus.publish("police", 5, fields_of(5), source="machine-a") is False  # a repeat of a's row
+    got = bus.read("police", "g", "c", 10, 0)
+    assert [(m.fields["source"], m.seq) for m in got] == [("machine-a", 5), ("machine-b", 2), ("machine-b", 5)]
     bus.close()
 
 
@@ -283,3 +303,14 @@ def test_concurrent_consumers_of_one_group_share_without_repeats(make_bus):
         t.join(timeout=30)
     assert sorted(s for part in seen for s in part) == list(range(1, 121))
     assert publisher.stats("police", "g")["pending"] == 0
+
+
+def test_publish_many_is_idempotent_and_completes_a_prefix(bus):
+    items = [("police", 1, fields_of(1)), ("webhook:Көктем ops", 1, fields_of(1)),
+             ("police", 2, fields_of(2)), ("webhook:Көктем ops", 2, fields_of(2))]
+    assert bus.publish_many(items[:2], source="m1") == [True, True]       # a batch cut short
+    assert bus.publish_many(items, source="m1") == [False, False, True, True]
+    assert bus.publish_many(items, source="m1") == [False] * 4
+    assert [m.seq for m in bus.read("police", "g", "c", 10, 0)] == [1, 2]
+    assert [m.seq for m in bus.read("webhook:Көктем ops", "g", "c", 10, 0)] == [1, 2]
+    assert bus.publish_many([], source="m1") == []

@@ -58,7 +58,7 @@ class Receiver:
                 with receiver.lock:
                     n = sum(r["headers"]["webhook-id"] == hdrs["webhook-id"] for r in receiver.requests)
                     action = receiver.plan(hdrs["webhook-id"], n)
-                    req = dict(at=time.monotonic(), headers=hdrs, body=body, data=json.loads(body)["data"],
+                    req = dict(at=time.monotonic(), headers=hdrs, body=body, data=json.loads(body)["data"], path=self.path,
                                status=503 if action == "sleep" else action)
                     receiver.requests.append(req)
                 if action == "sleep":

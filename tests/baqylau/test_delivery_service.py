@@ -1,0 +1,46 @@
+"""The delivery service of `baqylau run`: relay + webhook worker + deferral watch, drained at stop."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import textwrap
+
+from alerts.webhooks import generate_secret
+from baqylau.config import load_config
+from baqylau.delivery import DeliveryService
+from tests.alerts.helpers import make_alert
+from tests.alerts.test_delivery import Receiver
+from tests.conftest import wait_until
+
+
+def test_deferred_alert_falls_due_and_stop_drains(tmp_path):
+    secret = generate_secret()
+    receiver = Receiver(secret).start()
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(textwrap.dedent(f"""
+        data_dir: {tmp_path / 'data'}
+        alerts:
+          routes: [{{types: [littering], routes: ["webhook:ops", police]}}]
+          webhooks: [{{name: ops, url: "http://127.0.0.1:{receiver.port}/h", secrets: ["{secret}"]}}]
+        cameras: [{{id: "Көктем 3 / кіреберіс", url: none.mp4}}]
+        """))
+    cfg = load_config(cfg_path)
+    service = DeliveryService(cfg)
+    service.deferral_every_s = 0.1
+    try:
+        service.start()
+        alert = make_alert(1, camera_id="Көктем 3 / кіреберіс", type="littering")
+        service.store.add(alert)
+        now = dt.datetime.now(dt.UTC)
+        service.store.transition(alert.alert_id, "deferred", actor="aigerim", note="crew busy",
+                                 due_utc=now + dt.timedelta(seconds=0.5), now=now)
+        wait_until(lambda: service.store.get(alert.alert_id).status == "new", 10, "the deferral to fall due")
+        last = service.store.history(alert.alert_id)[-1]
+        assert (last["type"], last["actor"], last["note"]) == ("alert.reopened", "system", "deferral due")
+        service.store.transition(alert.alert_id, "resolved", actor="aigerim")
+    finally:
+        service.stop(drain_s=10)                # returns once everything committed was delivered
+        receiver.stop()
+    types = [json.loads(r["body"])["type"] for r in receiver.accepted()]
+    assert types == ["alert.created", "alert.deferred", "alert.reopened", "alert.resolved"]
