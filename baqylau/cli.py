@@ -212,6 +212,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     if sc.enabled and sc.embedder == "auto" and not (sc.model_path and Path(sc.model_path).is_file()):
         print(f"warning: search.model_path {sc.model_path or '(not set)'} not found: sightings will use the "
               f"colour-histogram embedding")
+    from baqylau.delivery import delivery_warnings
+
+    for line in delivery_warnings(cfg):
+        print(line)
     if sc.enabled and not sc.watchlist_on:
         print(f"note: live watchlist matching is off (search.watchlist {sc.watchlist!r} with embedder "
               f"{sc.embedder!r}); it runs with a re-ID model (embedder: osnet) or watchlist: true")

@@ -44,6 +44,27 @@ def outbox_policy(cfg: Config) -> OutboxPolicy:
                         a.media_base_url, a.ticketing.expected_days, cfg.timezone)
 
 
+def delivery_warnings(cfg: Config) -> list[str]:
+    """Lines for ``baqylau config check`` about delivery settings that are valid but probably
+    not what was meant (an output no rule sends to, MQTT without paho-mqtt, no snapshot URL)."""
+    a = cfg.alerts
+    named = {r for rule in a.routes for r in rule.routes}
+    out = [f"warning: alerts.webhooks {w.name!r}: no alerts.routes rule sends to webhook:{w.name}, so it gets nothing"
+           for w in a.webhooks if f"webhook:{w.name}" not in named]
+    out += [f"warning: alerts.mqtt {m.name!r}: no alerts.routes rule sends to mqtt:{m.name}, so it gets nothing"
+            for m in a.mqtt if f"mqtt:{m.name}" not in named]
+    if a.mqtt:
+        try:
+            import paho.mqtt  # noqa: F401
+        except ImportError:
+            out.append("warning: alerts.mqtt is configured but paho-mqtt is not installed: pip install -e '.[mqtt]'")
+    if (a.webhooks or a.mqtt or "ticketing" in named) and not a.media_base_url:
+        out.append("note: alerts.media_base_url is not set: webhooks and tickets carry no snapshot URL")
+    if a.deliver == "external":
+        out.append("note: alerts.deliver is external: run 'baqylau deliver CONFIG' to publish and deliver alerts")
+    return out
+
+
 def open_alert_store(cfg: Config) -> AlertStore:
     """The alert store of ``data_dir`` with the configured outbox policy.
 

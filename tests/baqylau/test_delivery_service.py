@@ -44,3 +44,19 @@ def test_deferred_alert_falls_due_and_stop_drains(tmp_path):
         receiver.stop()
     types = [json.loads(r["body"])["type"] for r in receiver.accepted()]
     assert types == ["alert.created", "alert.deferred", "alert.reopened", "alert.resolved"]
+
+
+def test_config_check_warns_about_outputs_nothing_is_routed_to(tmp_path):
+    from baqylau.delivery import delivery_warnings
+
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(textwrap.dedent(f"""
+        data_dir: {tmp_path / 'data'}
+        alerts:
+          deliver: external
+          webhooks: [{{name: ops, url: "http://127.0.0.1:9/h", secrets: ["{generate_secret()}"]}}]
+        cameras: [{{id: cam, url: none.mp4}}]
+        """))
+    lines = delivery_warnings(load_config(cfg_path))
+    assert any("no alerts.routes rule sends to webhook:ops" in x for x in lines)
+    assert any("media_base_url" in x for x in lines) and any("baqylau deliver" in x for x in lines)
