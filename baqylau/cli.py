@@ -125,6 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if stop_requested:
         pipeline.stop()
     publisher = HealthPublisher(cfg)
+    from baqylau.delivery import DeliveryCollector
+
+    publisher.registry.prometheus_registry.register(DeliveryCollector(lambda: getattr(pipeline, "delivery", None)))
     status = _StatusLine()
     from baqylau.sightings import apply_retention
 

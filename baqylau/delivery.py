@@ -91,6 +91,53 @@ def open_delivery_log(cfg: Config) -> DeliveryLog:
     return DeliveryLog(Path(cfg.data_dir) / "deliveries.db")
 
 
+class DeliveryCollector:
+    """Prometheus metrics of a :class:`DeliveryService`, read at each scrape (no bus calls, so a
+    frozen Redis never stalls a scrape): ``baqylau_outbox_pending``,
+    ``baqylau_alerts_published_total``, ``baqylau_relay_errors_total``,
+    ``baqylau_deliveries_total{route,outcome}`` (delivered, retried, dead),
+    ``baqylau_route_in_window{route}`` and ``baqylau_route_disabled{route}``.
+
+    Args:
+        get_service: Returns the service, or ``None`` when there is none (yet).
+    """
+
+    def __init__(self, get_service: Any) -> None:
+        self._get = get_service
+
+    def collect(self) -> Any:
+        """Yield the metric families (``prometheus_client`` collector protocol)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        service = self._get()
+        if service is None:
+            return
+        pending = GaugeMetricFamily("baqylau_outbox_pending", "Committed alert events not yet published to the bus.")
+        try:
+            pending.add_metric([], service.store.outbox_stats()["pending"])
+            yield pending
+        except AlertStoreError as exc:
+            log.warning("metrics: outbox not readable: %s", exc)
+        yield CounterMetricFamily("baqylau_alerts_published", "Outbox rows published to the bus.",
+                                  value=service.relay.published)
+        yield CounterMetricFamily("baqylau_relay_errors", "Relay rounds that failed (bus or store errors).",
+                                  value=service.relay.errors)
+        done = CounterMetricFamily("baqylau_deliveries", "Delivery attempts by route and outcome.",
+                                   labels=["route", "outcome"])
+        window = GaugeMetricFamily("baqylau_route_in_window", "Events a route worker holds now.", labels=["route"])
+        disabled = GaugeMetricFamily("baqylau_route_disabled", "1 when the endpoint was disabled (410 Gone).",
+                                     labels=["route"])
+        for w in service.workers:
+            st = w.stats()
+            for outcome in ("delivered", "retried", "dead"):
+                done.add_metric([w.route, outcome], st[outcome])
+            window.add_metric([w.route], st["in_window"])
+            disabled.add_metric([w.route], 1 if st["disabled"] else 0)
+        yield done
+        yield window
+        yield disabled
+
+
 class DeliveryService:
     """Relay (outbox -> bus), one worker per webhook and MQTT output, and the deferral watch.
 

@@ -424,6 +424,10 @@ class Supervisor:
         #: Relay and route workers of this process (``alerts.deliver: in_process``); the decode
         #: workers write alerts and their outbox rows to the shared SQLite store.
         self.delivery = None
+        if cfg.alerts.deliver == "in_process":
+            from baqylau.delivery import DeliveryService
+
+            self.delivery = DeliveryService(cfg)
 
     def stop(self) -> None:
         """Ask every process to stop (safe from a signal handler: only sets a flag)."""
@@ -520,10 +524,8 @@ class Supervisor:
             SupervisorError: When the inference process cannot build its detector.
         """
         try:
-            if self.cfg.alerts.deliver == "in_process":
-                from baqylau.delivery import DeliveryService
-
-                self.delivery = DeliveryService(self.cfg).start()
+            if self.delivery is not None:
+                self.delivery.start()
             self._start("inference")
             deadline = time.monotonic() + 300
             while self.class_names is None and not self._stop_requested:

@@ -39,6 +39,16 @@ def test_deferred_alert_falls_due_and_stop_drains(tmp_path):
         last = service.store.history(alert.alert_id)[-1]
         assert (last["type"], last["actor"], last["note"]) == ("alert.reopened", "system", "deferral due")
         service.store.transition(alert.alert_id, "resolved", actor="aigerim")
+        wait_until(lambda: len(receiver.accepted()) == 4, 10, "four deliveries")
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from baqylau.delivery import DeliveryCollector
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(DeliveryCollector(lambda: service))
+        text = generate_latest(registry).decode()
+        assert 'baqylau_deliveries_total{outcome="delivered",route="webhook:ops"} 4.0' in text
+        assert "baqylau_outbox_pending 0.0" in text and "baqylau_alerts_published_total 4.0" in text
     finally:
         service.stop(drain_s=10)                # returns once everything committed was delivered
         receiver.stop()
