@@ -11,7 +11,9 @@ from baqylau.config import load_config
 from baqylau.delivery import DeliveryService
 from tests.alerts.helpers import make_alert
 from tests.alerts.test_delivery import Receiver
+from tests.alerts.test_mqtt import broker, subscriber  # noqa: F401 - fixtures
 from tests.conftest import wait_until
+from tests.servers import redis_server  # noqa: F401 - fixture
 
 
 def test_deferred_alert_falls_due_and_stop_drains(tmp_path):
@@ -70,3 +72,25 @@ def test_config_check_warns_about_outputs_nothing_is_routed_to(tmp_path):
     lines = delivery_warnings(load_config(cfg_path))
     assert any("no alerts.routes rule sends to webhook:ops" in x for x in lines)
     assert any("media_base_url" in x for x in lines) and any("baqylau deliver" in x for x in lines)
+
+
+def test_mqtt_output_from_config_over_redis(tmp_path, redis_server, broker, subscriber):  # noqa: F811
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(textwrap.dedent(f"""
+        data_dir: {tmp_path / 'data'}
+        alerts:
+          routes: [{{types: [bin_overflow], routes: [ticketing, "mqtt:ha"]}}]
+          mqtt: [{{name: ha, host: 127.0.0.1, port: {broker.port}, timeout_s: 2}}]
+          bus: {{redis_url: "{redis_server.url}"}}
+        cameras: [{{id: "Көктем 3 / кіреберіс", url: none.mp4}}]
+        """))
+    service = DeliveryService(load_config(cfg_path)).start()
+    try:
+        alert = make_alert(1, camera_id="Көктем 3 / кіреберіс", type="bin_overflow")
+        service.store.add(alert)
+        got = {m.topic: m.payload for m in subscriber.take(4, timeout_s=20)}  # availability, events, event, state
+    finally:
+        service.stop(drain_s=5)
+    assert got["baqylau/Көктем 3 %2F кіреберіс/bin_overflow/state"] == b"ON"
+    body = json.loads(got["baqylau/events"])
+    assert body["type"] == "alert.created" and body["data"]["alert_id"] == alert.alert_id
