@@ -206,14 +206,23 @@ class DeliveryLog:
         rows = self._query(sql + " ORDER BY id DESC LIMIT ?", [*args, int(limit)])
         return rows[::-1]
 
-    def last_attempt(self, route: str, msg_id: str) -> dict | None:
+    def last_attempt(self, route: str, msg_id: str, seq: int | None = None) -> dict | None:
         """The latest recorded attempt of one message on one route, or ``None``.
+
+        Args:
+            route: The route.
+            msg_id: The message (``webhook-id``).
+            seq: Only attempts of this bus entry (outbox seq): a replay of the message is a new
+                entry with the same ``msg_id`` and starts its own attempts.
 
         Raises:
             DeliveryLogError: When the read fails.
         """
-        rows = self._query("SELECT * FROM attempts WHERE route = ? AND msg_id = ? ORDER BY attempt DESC, id DESC"
-                           " LIMIT 1", (route, msg_id))
+        where, args = "route = ? AND msg_id = ?", [route, msg_id]
+        if seq is not None:
+            where += " AND seq = ?"
+            args.append(int(seq))
+        rows = self._query(f"SELECT * FROM attempts WHERE {where} ORDER BY attempt DESC, id DESC LIMIT 1", args)
         return rows[0] if rows else None
 
     def summary(self, route: str) -> dict:
@@ -494,10 +503,16 @@ class RouteWorker:
 
     def stats(self) -> dict:
         """Counters: ``delivered``, ``retried`` (failed attempts that will be retried), ``dead``,
-        ``in_window`` (entries held now), ``peak_window`` (most held at once), ``disabled``."""
+        ``in_window`` (entries held now), ``in_flight`` (attempts running), ``due`` (held
+        entries whose next attempt is due now, not counting those waiting for a later retry),
+        ``peak_window`` (most held at once), ``disabled``."""
+        entries = list(self._entries.values())
+        now = self._clock()
         with self._stats_lock:
             return {"delivered": self._stats.delivered, "retried": self._stats.retried,
-                    "dead": self._stats.dead, "in_window": len(self._entries),
+                    "dead": self._stats.dead, "in_window": len(entries),
+                    "in_flight": sum(1 for e in entries if e.in_flight),
+                    "due": sum(1 for e in entries if not e.in_flight and (e.settle is not None or e.due <= now)),
                     "peak_window": self._stats.peak_window, "disabled": self._disabled}
 
     def run(self, stop_event: threading.Event) -> None:
@@ -602,7 +617,7 @@ class RouteWorker:
                              message.entry_id)
                 self._finish(entry, "dead", "malformed entry: no msg_id or body", record_attempt=0)
                 continue
-            last = self.log.last_attempt(self.route, msg_id)
+            last = self.log.last_attempt(self.route, msg_id, message.seq)
             if last is not None:
                 entry.done = int(last["attempt"])
                 if last["outcome"] == DELIVERED:  # delivered before a crash, never acknowledged

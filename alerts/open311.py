@@ -255,12 +255,13 @@ def ticket_from_alert(alert: Alert, catalog: ServiceCatalog, *, media_base_url: 
                       tz: dt.tzinfo = dt.timezone.utc) -> Ticket:
     """Build the GeoReport v2 service request of a utility alert.
 
-    The request is ``closed`` when the situation ended (``alert.end_utc`` set) or an operator
-    resolved or rejected it (:data:`CLOSING_ALERT_STATUSES`); otherwise ``open``.
-    ``requested_datetime`` is the alert start; ``expected_datetime`` adds ``expected_days``
-    (the centre's 7-day answer time by default, issue 6); ``updated_datetime`` is the end when
-    the situation ended, else ``now`` (the start when ``now`` is not given, so the result is
-    deterministic). ``address`` is the camera name; ``lat``/``long`` come from
+    The request is ``closed`` only when an operator resolved or rejected the alert
+    (:data:`CLOSING_ALERT_STATUSES`): a bin that stops overflowing on camera (the situation
+    ended) still needs the service to confirm it, so the request stays ``open`` and its
+    ``status_notes`` say the situation ended. ``requested_datetime`` is the alert start;
+    ``expected_datetime`` adds ``expected_days`` (the centre's 7-day answer time by default,
+    issue 6); ``updated_datetime`` is ``now`` (the time of this change), or when ``now`` is not
+    given the end of the situation or its start, so the result is deterministic. ``address`` is the camera name; ``lat``/``long`` come from
     ``alert.location`` (``None`` when the camera is not calibrated). All times are cut to whole
     seconds so that a ticket equals its JSON round trip.
 
@@ -287,14 +288,18 @@ def ticket_from_alert(alert: Alert, catalog: ServiceCatalog, *, media_base_url: 
         return value.astimezone(tz).replace(microsecond=0)
 
     requested = local(alert.start_utc)
-    if alert.end_utc is not None:
-        status, notes, updated = "closed", "Situation ended.", local(alert.end_utc)
-    elif alert.status in CLOSING_ALERT_STATUSES:
+    if now is not None:
+        updated = local(now)
+    else:
+        updated = requested if alert.end_utc is None else local(alert.end_utc)
+    if alert.status in CLOSING_ALERT_STATUSES:
         status, notes = "closed", f"Alert {alert.status} by operator."
-        updated = requested if now is None else local(now)
+    elif alert.end_utc is not None:
+        status = "open"
+        notes = (f"Situation ended on camera at {local(alert.end_utc).isoformat()}; alert status "
+                 f"{alert.status!r}, awaiting confirmation.")
     else:
         status, notes = "open", f"Situation ongoing; alert status {alert.status!r}."
-        updated = requested if now is None else local(now)
     lat, lon = alert.location if alert.location is not None else (None, None)
     ticket = Ticket(
         service_request_id=service_request_id_for(alert.alert_id), status=status,

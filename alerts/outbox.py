@@ -14,7 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 from alerts.open311 import Open311Error, ServiceCatalog, Ticket, _media_url, ticket_from_alert
@@ -88,8 +89,18 @@ class OutboxPolicy:
         return self.router.routes_for(alert)
 
     def body(self, event_type: str, alert: Alert, now: dt.datetime) -> str:
-        """The event body (JSON text) with the snapshot as a URL."""
+        """The event body (JSON text) with the snapshot as a URL, and the evidence images in
+        ``details.evidence`` as URLs too (``None`` without ``media_base_url``): server paths
+        never leave the machine."""
         url = _media_url(self.media_base_url, alert.snapshot_path)
+        evidence = alert.details.get("evidence")
+        if evidence is not None:
+            def public(value: object) -> object:
+                return _media_url(self.media_base_url, value) if isinstance(value, str) else value
+
+            evidence = ({k: public(v) for k, v in evidence.items()} if isinstance(evidence, Mapping)
+                        else public(evidence))
+            alert = replace(alert, details={**alert.details, "evidence": evidence})
         return event_body(event_type, alert, url, now).decode("utf-8")
 
     def ticket(self, alert: Alert, now: dt.datetime, notes: str | None = None) -> Ticket | None:
@@ -110,8 +121,6 @@ class OutboxPolicy:
                                alert.type, exc)
             return None
         if notes:
-            from dataclasses import replace
-
             ticket = replace(ticket, status_notes=f"{ticket.status_notes} {notes}".strip())
         return ticket
 

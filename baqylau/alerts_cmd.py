@@ -17,6 +17,7 @@ import datetime as dt
 import getpass
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -154,10 +155,45 @@ def cmd_transition(args: argparse.Namespace, cfg: Config) -> int:
         alert = store.transition(alert_id, to_status, actor=args.by, note=args.note, reason=args.reason,
                                  due_utc=due)
         event = store.history(alert_id)[-1]
+        published = _publish_now(cfg, store)
+        routes = store.routes_of(alert_id)
     extra = "".join(f"  {k}={event[k]}" for k in ("reason", "due_utc") if event[k])
     print(f"{alert_id} {alert.type} camera={alert.camera_id}: {event['from_status']} -> {alert.status} "
           f"by {event['actor']}{extra}")
+    if routes and not published:
+        print(f"note: the change is queued in the outbox for {', '.join(routes)}; a running "
+              f"'baqylau run' or 'baqylau deliver' publishes it")
     return 0
+
+
+def _publish_now(cfg: Config, store: Any) -> bool:
+    """Publish the outbox to the bus once, unless a running pipeline's relay holds the lease
+    (then it publishes within a moment). Webhook and MQTT deliveries still need a running
+    ``baqylau run`` or ``baqylau deliver``; police and ticketing consumers read the bus directly.
+
+    Returns:
+        Whether this command published the outbox itself.
+    """
+    from alerts.bus import BusError
+    from alerts.relay import LEASE, Relay
+    from alerts.store import AlertStoreError
+    from baqylau.delivery import open_configured_bus
+
+    try:
+        bus = open_configured_bus(cfg)
+    except BusError as exc:
+        log.warning("outbox not published now: %s", exc)
+        return False
+    relay = Relay(store, bus, owner=f"cli-{os.getpid()}")
+    try:
+        published = relay.run_once() > 0 or store.outbox_stats()["pending"] == 0
+    except (BusError, AlertStoreError) as exc:
+        log.warning("outbox not published now (it will be by the next relay): %s", exc)
+        published = False
+    finally:
+        store.release_lease(LEASE, relay.owner)
+        bus.close()
+    return published
 
 
 def cmd_history(args: argparse.Namespace, cfg: Config) -> int:

@@ -214,18 +214,19 @@ class DeliveryService:
                 "workers": {w.route: w.stats() for w in self.workers}}
 
     def idle(self) -> bool:
-        """Whether everything committed has been published and every enabled worker's queue is
-        delivered (no pending or unread entries, nothing held for a retry)."""
+        """Whether everything committed has been published and no enabled worker has anything
+        to do now: nothing unread, no attempt running or due (entries waiting for a later
+        retry do not count: they stay pending in the bus for the next start)."""
         if self.store.outbox_stats()["pending"]:
             return False
         for w in self.workers:
             st = w.stats()
             if st["disabled"]:
                 continue
-            if st["in_window"]:
+            if st["in_flight"] or st["due"]:
                 return False
             q = self.bus.stats(w.route, GROUP)
-            if q.get("pending") or q.get("lag"):
+            if q.get("lag") or (q.get("pending") or 0) > st["in_window"]:
                 return False
         return True
 

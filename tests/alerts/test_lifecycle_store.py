@@ -100,7 +100,8 @@ def _outbox(store: AlertStore) -> list:
 def test_add_writes_history_outbox_and_ticket_in_one_go(tmp_path):
     with AlertStore(tmp_path / "alerts.db", OutboxPolicy(media_base_url="https://bq.example/media")) as store:
         flood = make_alert(1, camera_id="Көктем 3 / кіреберіс", type="flooding",
-                           snapshot_path="/var/snap/x/flood 1.jpg")
+                           snapshot_path="/var/snap/x/flood 1.jpg",
+                           details={"evidence": {"before": "/var/snap/x/a-before.jpg", "n": 2}})
         loiter = make_alert(2, type="loitering")
         assert store.add(flood, now=NOW) and store.add(loiter, now=NOW)
         assert store.add(flood, now=NOW) is False                    # duplicate: nothing published twice
@@ -114,6 +115,7 @@ def test_add_writes_history_outbox_and_ticket_in_one_go(tmp_path):
         assert body["type"] == "alert.created" and body["data"]["camera_id"] == "Көктем 3 / кіреберіс"
         assert body["data"]["snapshot_url"] == "https://bq.example/media/flood%201.jpg"
         assert "snapshot_path" not in body["data"]
+        assert body["data"]["details"]["evidence"] == {"before": "https://bq.example/media/a-before.jpg", "n": 2}
         ticket = from_georeport(json.loads(row.fields()["ticket"]))
         assert ticket.service_code == "street-flooding" and ticket.status == "open"
         assert [t.service_request_id for t in store.tickets(status="open")] == [ticket.service_request_id]

@@ -71,8 +71,10 @@ HOUR = T0 + dt.timedelta(hours=1)
 @pytest.mark.parametrize("kw, now, status, updated", [
     ({}, None, "open", T0),
     ({}, HOUR, "open", HOUR),
-    ({"end_time_s": 40.0, "end_utc": T0 + dt.timedelta(seconds=40.4)}, HOUR, "closed",
+    ({"end_time_s": 40.0, "end_utc": T0 + dt.timedelta(seconds=40.4)}, HOUR, "open", HOUR),
+    ({"end_time_s": 40.0, "end_utc": T0 + dt.timedelta(seconds=40.4)}, None, "open",
      T0 + dt.timedelta(seconds=40)),
+    ({"end_time_s": 40.0, "end_utc": T0 + dt.timedelta(seconds=40.4), "status": "resolved"}, HOUR, "closed", HOUR),
     ({"status": "resolved"}, HOUR, "closed", HOUR),
     ({"status": "rejected"}, None, "closed", T0),
     ({"status": "acknowledged"}, HOUR, "open", HOUR),

@@ -94,3 +94,36 @@ def test_mqtt_output_from_config_over_redis(tmp_path, redis_server, broker, subs
     assert got["baqylau/Көктем 3 %2F кіреберіс/bin_overflow/state"] == b"ON"
     body = json.loads(got["baqylau/events"])
     assert body["type"] == "alert.created" and body["data"]["alert_id"] == alert.alert_id
+
+
+def test_replay_of_a_delivered_event_is_sent_again_with_its_webhook_id(tmp_path):
+    secret = generate_secret()
+    receiver = Receiver(secret).start()
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(textwrap.dedent(f"""
+        data_dir: {tmp_path / 'data'}
+        alerts:
+          routes: [{{types: [littering], routes: ["webhook:ops"]}}]
+          webhooks: [{{name: ops, url: "http://127.0.0.1:{receiver.port}/h", secrets: ["{secret}"]}}]
+        cameras: [{{id: cam, url: none.mp4}}]
+        """))
+    service = DeliveryService(load_config(cfg_path)).start()
+    try:
+        alert = make_alert(1, type="littering")
+        service.store.add(alert)
+        wait_until(lambda: len(receiver.accepted()) == 1, 10, "the first delivery")
+        assert service.store.replay("webhook:ops", service.store.outbox_rows(alert_id=alert.alert_id)) == 1
+        service.wake()
+        wait_until(lambda: len(receiver.accepted()) == 2, 10, "the replay")
+    finally:
+        service.stop(drain_s=5)
+        receiver.stop()
+    first, again = receiver.accepted()
+    assert first["headers"]["webhook-id"] == again["headers"]["webhook-id"] and first["body"] == again["body"]
+    from baqylau.delivery import open_delivery_log
+
+    with_log = open_delivery_log(load_config(cfg_path))
+    try:
+        assert [a["outcome"] for a in with_log.attempts(route="webhook:ops")] == ["delivered", "delivered"]
+    finally:
+        with_log.close()
