@@ -50,6 +50,9 @@ EVENT_TYPES: dict[str, str] = {
 #: Reasons offered for a rejection (free text is accepted too); kept for tuning the rules.
 REJECT_REASONS: tuple[str, ...] = ("false_positive", "duplicate", "not_actionable", "test", "other")
 
+#: Longest deferral: an alert put off further than this should be resolved or rejected instead.
+MAX_DEFER = dt.timedelta(days=366)
+
 #: Actor recorded for changes the system makes itself (a deferral falling due).
 SYSTEM_ACTOR = "system"
 
@@ -92,7 +95,8 @@ def check_transition(from_status: str, to_status: str, *, actor: str, reason: st
         to_status: Requested state.
         actor: Who asks; must be non-empty.
         reason: Required (non-empty) for ``rejected``.
-        due_utc: Required for ``deferred``; aware and later than ``now``.
+        due_utc: Required for ``deferred``; aware, later than ``now`` and at most
+            :data:`MAX_DEFER` after it.
         now: Current aware time (``datetime.now(UTC)`` when ``None``).
 
     Raises:
@@ -117,3 +121,6 @@ def check_transition(from_status: str, to_status: str, *, actor: str, reason: st
         now = now or dt.datetime.now(dt.UTC)
         if due_utc <= now:
             raise LifecycleError(f"due date {due_utc.isoformat()} is not in the future")
+        if due_utc - now > MAX_DEFER:
+            raise LifecycleError(f"due date {due_utc.isoformat()} is more than {MAX_DEFER.days} days away; "
+                                 "resolve or reject the alert instead")

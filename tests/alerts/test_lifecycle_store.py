@@ -39,6 +39,8 @@ def test_transitions_allowed_and_refused():
         check_transition("new", "deferred", actor="aigerim")
     with pytest.raises(LifecycleError, match="not in the future"):
         check_transition("new", "deferred", actor="a", due_utc=T0, now=NOW)
+    with pytest.raises(LifecycleError, match="days away"):
+        check_transition("new", "deferred", actor="a", due_utc=NOW + dt.timedelta(days=400), now=NOW)
     assert isinstance(LifecycleError("x"), ValueError)
     assert set(EVENT_TYPES) == set(TRANSITIONS)
 
