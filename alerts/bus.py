@@ -105,6 +105,9 @@ class Bus(Protocol):
         """Queue figures: ``length``, ``dead``; with a group also ``pending``, ``lag``,
         ``last_delivered_id``."""
 
+    def groups(self, route: str) -> list[dict[str, Any]]:
+        """Every consumer group of the route: ``name``, ``pending``, ``lag``."""
+
     def dead_letters(self, route: str, count: int = 100) -> list[tuple[BusMessage, str]]:
         """The oldest ``count`` dead letters of a route with their reasons."""
 
@@ -541,6 +544,22 @@ class RedisBus:
                        last_delivered_id=str(info["last-delivered-id"]))
         return out
 
+    def groups(self, route: str) -> list[dict[str, Any]]:
+        """``XINFO GROUPS``: every consumer group of the route with ``name``, ``pending`` and
+        ``lag`` (``None`` when Redis cannot tell), by name.
+
+        Raises:
+            BusError: When Redis fails.
+        """
+        key = self.key(route)
+        with self._errors(f"XINFO GROUPS {route!r}"):
+            if not self._client.exists(key):
+                return []
+            infos = self._client.xinfo_groups(key)
+        return sorted(({"name": g["name"], "pending": int(g["pending"]),
+                        "lag": None if g.get("lag") is None else int(g["lag"])} for g in infos),
+                      key=lambda g: g["name"])
+
     def dead_letters(self, route: str, count: int = 100) -> list[tuple[BusMessage, str]]:
         """``XRANGE <dead key> - + COUNT n``: the oldest dead letters with their reasons.
 
@@ -804,6 +823,15 @@ class EmbeddedBus:
                                   (route, last))
             out.update(pending=pending, lag=lag, last_delivered_id=str(last))
         return out
+
+    def groups(self, route: str) -> list[dict[str, Any]]:
+        """Every consumer group of the route with ``name``, ``pending`` and ``lag``, by name
+        (see :meth:`RedisBus.groups`)."""
+        _check_route(route)
+        rows = self._query("groups", "SELECT g.grp, (SELECT COUNT(*) FROM bus_pending p WHERE p.route = g.route "
+                           "AND p.grp = g.grp), (SELECT COUNT(*) FROM bus_entries e WHERE e.route = g.route "
+                           "AND e.seq > g.last_seq) FROM bus_groups g WHERE g.route = ? ORDER BY g.grp", (route,))
+        return [{"name": name, "pending": int(pending), "lag": int(lag)} for name, pending, lag in rows]
 
     def dead_letters(self, route: str, count: int = 100) -> list[tuple[BusMessage, str]]:
         """The oldest ``count`` dead letters of the route with their reasons."""

@@ -426,7 +426,7 @@ def cmd_routes_status(args: argparse.Namespace, cfg: Config) -> int:
             s = bus.stats(route, WORKER_GROUP)
             per_route.append({"route": route, "configured": route in _configured_routes(cfg),
                               "length": s["length"], "pending": s["pending"], "lag": s["lag"], "dead": s["dead"],
-                              "disabled": route in disabled})
+                              "groups": bus.groups(route), "disabled": route in disabled})
     finally:
         bus.close()
         if dlog:
@@ -437,8 +437,11 @@ def cmd_routes_status(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     print(f"outbox: {outbox['pending']} pending, {outbox['published']} published, oldest pending "
           f"{outbox['oldest_pending_utc'] or '-'}   bus: {out['bus']}")
-    _table(["route", "length", f"pending({WORKER_GROUP})", "lag", "dead", "state"],
-           [[r["route"], str(r["length"]), str(r["pending"]), str(r["lag"]), str(r["dead"]),
+    def groups(r: dict[str, Any]) -> str:
+        return ", ".join(f"{g['name']} {g['pending']} pending {'?' if g['lag'] is None else g['lag']} unread"
+                         for g in r["groups"]) or "no consumer group yet"
+    _table(["route", "length", "dead", "consumer groups", "state"],
+           [[r["route"], str(r["length"]), str(r["dead"]), groups(r),
              "disabled" if r["disabled"] else ("" if r["configured"] else "not configured")] for r in per_route])
     return 0
 

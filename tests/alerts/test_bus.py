@@ -314,3 +314,12 @@ def test_publish_many_is_idempotent_and_completes_a_prefix(bus):
     assert [m.seq for m in bus.read("police", "g", "c", 10, 0)] == [1, 2]
     assert [m.seq for m in bus.read("webhook:Көктем ops", "g", "c", 10, 0)] == [1, 2]
     assert bus.publish_many([], source="m1") == []
+
+
+def test_groups_lists_every_consumer_group(bus):
+    publish_range(bus, "police", [1, 2, 3])
+    bus.read("police", "city", "c", 1, 0)
+    bus.ensure_group("police", "baqylau")
+    assert bus.groups("police") == [{"name": "baqylau", "pending": 0, "lag": 3},
+                                    {"name": "city", "pending": 1, "lag": 2}]
+    assert bus.groups("ticketing") == []
