@@ -108,6 +108,9 @@ class Bus(Protocol):
     def groups(self, route: str) -> list[dict[str, Any]]:
         """Every consumer group of the route: ``name``, ``pending``, ``lag``."""
 
+    def trim(self, route: str, before_utc: dt.datetime) -> int:
+        """Drop the route's entries added before ``before_utc``; returns how many."""
+
     def dead_letters(self, route: str, count: int = 100) -> list[tuple[BusMessage, str]]:
         """The oldest ``count`` dead letters of a route with their reasons."""
 
@@ -544,6 +547,20 @@ class RedisBus:
                        last_delivered_id=str(info["last-delivered-id"]))
         return out
 
+    def trim(self, route: str, before_utc: dt.datetime) -> int:
+        """``XTRIM <key> MINID <ms>``: drop the route's entries added before ``before_utc``
+        (entry ids are the append time in ms), read or not; dead letters are kept.
+
+        Returns:
+            How many entries were removed.
+
+        Raises:
+            BusError: When Redis fails.
+        """
+        min_id = f"{int(before_utc.timestamp() * 1000)}-0"
+        with self._errors(f"XTRIM {route!r}"):
+            return int(self._client.xtrim(self.key(route), minid=min_id, approximate=False))
+
     def groups(self, route: str) -> list[dict[str, Any]]:
         """``XINFO GROUPS``: every consumer group of the route with ``name``, ``pending`` and
         ``lag`` (``None`` when Redis cannot tell), by name.
@@ -823,6 +840,22 @@ class EmbeddedBus:
                                   (route, last))
             out.update(pending=pending, lag=lag, last_delivered_id=str(last))
         return out
+
+    def trim(self, route: str, before_utc: dt.datetime) -> int:
+        """Drop the route's entries added before ``before_utc`` that no consumer holds pending
+        (see :meth:`RedisBus.trim`); dead letters are kept.
+
+        Returns:
+            How many entries were removed.
+
+        Raises:
+            BusError: When SQLite fails.
+        """
+        _check_route(route)
+        with self._write(f"trim {route!r}") as conn:
+            return conn.execute("DELETE FROM bus_entries WHERE route = ? AND added_utc < ? AND NOT EXISTS "
+                                "(SELECT 1 FROM bus_pending p WHERE p.route = bus_entries.route AND "
+                                "p.seq = bus_entries.seq)", (route, format_utc(before_utc))).rowcount
 
     def groups(self, route: str) -> list[dict[str, Any]]:
         """Every consumer group of the route with ``name``, ``pending`` and ``lag``, by name

@@ -248,6 +248,18 @@ class DeliveryLog:
         last = self.last_attempt(route, msg_id)
         return 0 if last is None else int(last["attempt"])
 
+    def prune(self, before_utc: dt.datetime) -> int:
+        """Delete attempts recorded before ``before_utc``; returns how many.
+
+        Raises:
+            DeliveryLogError: When the write fails.
+        """
+        try:
+            with transaction(self._conn, self._lock) as conn:
+                return conn.execute("DELETE FROM attempts WHERE at_utc < ?", (format_utc(before_utc),)).rowcount
+        except sqlite3.Error as exc:
+            raise DeliveryLogError(f"cannot prune delivery log {self.path}: {exc}") from exc
+
     def disable(self, route: str, reason: str) -> None:
         """Mark a route disabled (its worker stops taking entries; they stay in the bus).
 

@@ -477,6 +477,22 @@ class AlertStore:
             return {"pending": int(pending), "published": int(total) - int(pending), "oldest_pending_utc": oldest}
         return self._run("count the outbox", go)
 
+    def prune_outbox(self, before_utc: dt.datetime) -> int:
+        """Delete published outbox rows written before ``before_utc`` (alerts, their history and
+        tickets are kept; a replay can only resend what is still in the outbox).
+
+        Returns:
+            How many rows were deleted.
+
+        Raises:
+            AlertStoreError: On a database error.
+        """
+        def go() -> int:
+            with self._write() as conn:
+                return conn.execute("DELETE FROM outbox WHERE published_utc IS NOT NULL AND created_utc < ?",
+                                    (format_utc(before_utc),)).rowcount
+        return self._run("prune the outbox", go)
+
     def replay(self, route: str, rows: list[OutboxRow] | tuple[OutboxRow, ...],
                now: dt.datetime | None = None) -> int:
         """Queue earlier events again for one route: new outbox rows with the same ``msg_id``

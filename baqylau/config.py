@@ -474,6 +474,10 @@ class AlertsConfig(_Model):
     mqtt: list[MqttConfig] = Field(default_factory=list)
     bus: BusConfig = Field(default_factory=BusConfig)
     ticketing: TicketingConfig = Field(default_factory=TicketingConfig)
+    delivery_retention_days: float = Field(
+        30.0, ge=1, le=3650, description="Published outbox rows, bus entries (read or not; not dead letters) "
+                                         "and delivery attempts older than this are deleted hourly; alerts, "
+                                         "their history and tickets are kept.")
     deliver: Literal["in_process", "external"] = Field(
         "in_process", description="in_process: 'baqylau run' also publishes and delivers; external: run "
                                   "'baqylau deliver' separately (scale-out).")

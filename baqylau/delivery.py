@@ -9,6 +9,7 @@ Redis may run on several machines, see the README's scaling section).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 import threading
@@ -195,9 +196,39 @@ class DeliveryService:
         """Tell the relay an alert changed (lower latency than its poll)."""
         self.relay.wake()
 
+    def prune(self, now: dt.datetime | None = None) -> dict[str, int]:
+        """Delete delivery data older than ``alerts.delivery_retention_days``: published outbox
+        rows, bus entries of every route (not dead letters) and delivery attempts.
+
+        Returns:
+            Rows removed per kind: ``outbox``, ``bus``, ``attempts``.
+
+        Raises:
+            AlertStoreError, BusError, DeliveryLogError: When a store cannot be written.
+        """
+        cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=self.cfg.alerts.delivery_retention_days)
+        routes = {w.route for w in self.workers} | {"police", "ticketing"} | set(self.bus.routes())
+        out = {"outbox": self.store.prune_outbox(cutoff),
+               "bus": sum(self.bus.trim(r, cutoff) for r in sorted(routes)),
+               "attempts": self.log.prune(cutoff)}
+        if any(out.values()):
+            log.info("delivery retention (%g days): deleted %d outbox rows, %d bus entries, %d attempts",
+                     self.cfg.alerts.delivery_retention_days, out["outbox"], out["bus"], out["attempts"])
+        return out
+
     def _watch_deferrals(self) -> None:
-        """Deferred alerts whose due date passed go back to ``new`` (published as ``alert.reopened``)."""
+        """Deferred alerts whose due date passed go back to ``new`` (published as ``alert.reopened``);
+        delivery data past its retention is deleted hourly."""
+        import time
+
+        next_prune = 0.0
         while not self._stop.wait(self.deferral_every_s):
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + 3600.0
+                try:
+                    self.prune()
+                except Exception as exc:  # noqa: BLE001 - retention must never stop delivery
+                    log.error("delivery retention failed (retried in an hour): %s", exc)
             try:
                 for alert_id in self.store.due_deferred():
                     try:

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import textwrap
 
+import pytest
+
 from alerts.webhooks import generate_secret
 from baqylau.config import load_config
 from baqylau.delivery import DeliveryService
@@ -127,3 +129,33 @@ def test_replay_of_a_delivered_event_is_sent_again_with_its_webhook_id(tmp_path)
         assert [a["outcome"] for a in with_log.attempts(route="webhook:ops")] == ["delivered", "delivered"]
     finally:
         with_log.close()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "redis"])
+def test_retention_prunes_delivered_data_and_keeps_alerts(kind, tmp_path, redis_server):  # noqa: F811
+    secret = generate_secret()
+    receiver = Receiver(secret).start()
+    bus = f"bus: {{redis_url: '{redis_server.url}'}}" if kind == "redis" else ""
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(textwrap.dedent(f"""
+        data_dir: {tmp_path / 'data'}
+        alerts:
+          delivery_retention_days: 1
+          routes: [{{types: [littering], routes: ["webhook:ops", police]}}]
+          webhooks: [{{name: ops, url: "http://127.0.0.1:{receiver.port}/h", secrets: ["{secret}"]}}]
+          {bus}
+        cameras: [{{id: cam, url: none.mp4}}]
+        """))
+    service = DeliveryService(load_config(cfg_path)).start()
+    try:
+        for i in range(3):
+            service.store.add(make_alert(i, type="littering"))
+        wait_until(lambda: len(receiver.accepted()) == 3, 10, "three deliveries")
+        wait_until(service.idle, 10, "the service to be idle")
+        assert service.prune() == {"outbox": 0, "bus": 0, "attempts": 0}       # all younger than a day
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+        assert service.prune(now=later) == {"outbox": 3, "bus": 6, "attempts": 3}
+        assert service.store.count() == 3 and len(service.store.history(make_alert(0).alert_id)) == 1
+    finally:
+        service.stop(drain_s=2)
+        receiver.stop()
