@@ -72,11 +72,15 @@ class OutboxPolicy:
             ``media_url``), or ``None``.
         expected_days: Days a ticket is expected to take (the centre answers within 7).
         timezone: IANA zone of the ticket datetimes.
+        update_interval_s: Publish ``alert.updated`` of one alert at most this often (s; 0 =
+            every update); held updates are published by ``AlertStore.flush_updates`` and any
+            other event of the alert (ended, a status change) carries the latest state at once.
     """
 
     def __init__(self, router: Router | None = None, catalog: ServiceCatalog | None = None,
                  media_base_url: str | None = None, expected_days: float = 7.0,
-                 timezone: str = "UTC") -> None:
+                 timezone: str = "UTC", update_interval_s: float = 0.0) -> None:
+        self.update_interval_s = float(update_interval_s)
         self.router = router or Router(DEFAULT_RULES)
         self.catalog = catalog or ServiceCatalog.default()
         self.media_base_url = media_base_url.rstrip("/") if media_base_url else None

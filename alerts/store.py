@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS leases (
 
 #: Columns added to ``alerts`` by schema 2 (a version-1 file gets them on open).
 _V2_COLUMNS = (("status", "TEXT NOT NULL DEFAULT 'new'"), ("routes", "TEXT NOT NULL DEFAULT '[]'"),
-               ("revision", "INTEGER NOT NULL DEFAULT 1"), ("due_utc", "TEXT"))
+               ("revision", "INTEGER NOT NULL DEFAULT 1"), ("due_utc", "TEXT"),
+               ("unpublished_utc", "TEXT"))  # first update held back by policy.update_interval_s
 _V2_INDEXES = ("CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, start_utc)",
                "CREATE INDEX IF NOT EXISTS alerts_due ON alerts (due_utc) WHERE due_utc IS NOT NULL")
 
@@ -225,15 +226,24 @@ class AlertStore:
     def _event(self, conn: sqlite3.Connection, alert: Alert, event_type: str, revision: int,
                routes: tuple[str, ...], actor: str, now: dt.datetime, *, from_status: str | None = None,
                to_status: str | None = None, note: str | None = None, reason: str | None = None,
-               due_utc: dt.datetime | None = None) -> None:
-        """Write the history event, the ticket and the outbox row of one change (inside a transaction)."""
+               due_utc: dt.datetime | None = None, publish: bool = True) -> None:
+        """Write the history event, the ticket and the outbox row of one change (inside a
+        transaction); ``publish=False`` writes the history event only."""
         at = format_utc(now)
         conn.execute("INSERT INTO alert_events (alert_id, at_utc, actor, type, from_status, to_status, note, "
                      "reason, due_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (alert.alert_id, at, actor, event_type, from_status, to_status, note, reason,
                       None if due_utc is None else format_utc(due_utc)))
-        if not routes:
+        if not routes or not publish:
             return
+        conn.execute("UPDATE alerts SET unpublished_utc = NULL WHERE alert_id = ?", (alert.alert_id,))
+        self._outbox_row(conn, alert, event_type, revision, routes, now, note=note, reason=reason)
+
+    def _outbox_row(self, conn: sqlite3.Connection, alert: Alert, event_type: str, revision: int,
+                    routes: tuple[str, ...], now: dt.datetime, note: str | None = None,
+                    reason: str | None = None) -> None:
+        """Write the ticket (for ``ticketing``) and the outbox row of one event (inside a transaction)."""
+        at = format_utc(now)
         ticket_text = None
         if "ticketing" in routes:
             notes = " ".join(f"{k}: {v}." for k, v in (("Reason", reason), ("Note", note)) if v)
@@ -296,9 +306,43 @@ class AlertStore:
                 if merged_situation is not None:
                     conn.execute("INSERT OR IGNORE INTO alert_merges (situation_id, alert_id) VALUES (?, ?)",
                                  (merged_situation, alert_id))
-                self._event(conn, alert, event, revision, tuple(json.loads(row[1])), actor, now)
+                routes = tuple(json.loads(row[1]))
+                publish = True
+                interval_s = self.policy.update_interval_s
+                if event == "alert.updated" and routes and interval_s > 0:
+                    last = conn.execute("SELECT MAX(created_utc) FROM outbox WHERE alert_id = ?",
+                                        (alert_id,)).fetchone()[0]
+                    if last is not None and last > format_utc(now - dt.timedelta(seconds=interval_s)):
+                        publish = False  # held back; flush_updates publishes it when the interval is over
+                        conn.execute("UPDATE alerts SET unpublished_utc = COALESCE(unpublished_utc, ?) "
+                                     "WHERE alert_id = ?", (format_utc(now), alert_id))
+                self._event(conn, alert, event, revision, routes, actor, now, publish=publish)
                 return alert
         return self._run("update an alert", go)
+
+    def flush_updates(self, now: dt.datetime | None = None) -> int:
+        """Publish ``alert.updated`` for alerts whose updates were held back by
+        ``policy.update_interval_s`` for at least that long (the current state, once).
+
+        Returns:
+            How many alerts were published.
+
+        Raises:
+            AlertStoreError: On a database error.
+        """
+        now = now or dt.datetime.now(dt.UTC)
+        due = format_utc(now - dt.timedelta(seconds=self.policy.update_interval_s))
+
+        def go() -> int:
+            with self._write() as conn:
+                rows = conn.execute("SELECT body, routes, revision FROM alerts WHERE unpublished_utc IS NOT NULL "
+                                    "AND unpublished_utc <= ?", (due,)).fetchall()
+                for body, routes, revision in rows:
+                    alert = Alert.from_dict(json.loads(body))
+                    conn.execute("UPDATE alerts SET unpublished_utc = NULL WHERE alert_id = ?", (alert.alert_id,))
+                    self._outbox_row(conn, alert, "alert.updated", int(revision), tuple(json.loads(routes)), now)
+                return len(rows)
+        return self._run("publish held updates", go)
 
     def transition(self, alert_id: str, to_status: str, *, actor: str, note: str | None = None,
                    reason: str | None = None, due_utc: dt.datetime | None = None,

@@ -474,6 +474,10 @@ class AlertsConfig(_Model):
     mqtt: list[MqttConfig] = Field(default_factory=list)
     bus: BusConfig = Field(default_factory=BusConfig)
     ticketing: TicketingConfig = Field(default_factory=TicketingConfig)
+    update_interval_s: float = Field(
+        10.0, ge=0, le=3600, description="Publish alert.updated of one alert at most this often; the latest "
+                                         "state follows when the interval is over, and at once with alert.ended "
+                                         "or a status change. 0 = every update.")
     delivery_retention_days: float = Field(
         30.0, ge=1, le=3650, description="Published outbox rows, bus entries (read or not; not dead letters) "
                                          "and delivery attempts older than this are deleted hourly; alerts, "

@@ -42,7 +42,7 @@ def outbox_policy(cfg: Config) -> OutboxPolicy:
     """The routes, event bodies and tickets the configuration asks for."""
     a = cfg.alerts
     return OutboxPolicy(Router(a.routes, cfg.timezone, a.severity_by_type), a.ticketing.services,
-                        a.media_base_url, a.ticketing.expected_days, cfg.timezone)
+                        a.media_base_url, a.ticketing.expected_days, cfg.timezone, a.update_interval_s)
 
 
 def delivery_warnings(cfg: Config) -> list[str]:
@@ -217,12 +217,17 @@ class DeliveryService:
         return out
 
     def _watch_deferrals(self) -> None:
-        """Deferred alerts whose due date passed go back to ``new`` (published as ``alert.reopened``);
-        delivery data past its retention is deleted hourly."""
+        """Deferred alerts whose due date passed go back to ``new`` (published as ``alert.reopened``),
+        updates held back by ``alerts.update_interval_s`` are published, and delivery data past
+        its retention is deleted hourly."""
         import time
 
         next_prune = 0.0
         while not self._stop.wait(self.deferral_every_s):
+            try:
+                self.store.flush_updates()
+            except AlertStoreError as exc:
+                log.error("held alert updates not published yet: %s", exc)
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + 3600.0
                 try:
@@ -271,6 +276,10 @@ class DeliveryService:
         import time
 
         deadline = time.monotonic() + drain_s
+        try:  # the latest state of alerts whose updates were held back goes out before stopping
+            self.store.flush_updates(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+        except AlertStoreError as exc:
+            log.warning("held alert updates stay queued for the next start: %s", exc)
         self.relay.wake()
         try:
             while time.monotonic() < deadline and not self.idle():

@@ -215,3 +215,25 @@ def test_schema_1_file_is_upgraded_in_place(tmp_path):
         assert store.get(old.alert_id) == old
         assert store.transition(old.alert_id, "acknowledged", actor="a").status == "acknowledged"
         assert store.routes_of(old.alert_id) == ()                   # routed before routing existed
+
+
+def test_updates_are_published_at_most_every_interval(tmp_path):
+    with AlertStore(tmp_path / "alerts.db", OutboxPolicy(update_interval_s=10)) as store:
+        a = make_alert(1, type="littering")
+        store.add(a, now=NOW)
+        for k in range(1, 6):                                     # five updates within 5 s: held back
+            store.update(a.alert_id, conf=0.5 + k / 20, now=NOW + dt.timedelta(seconds=k))
+        assert [r.type for r in _outbox(store)] == ["alert.created"]
+        assert len(store.history(a.alert_id)) == 6                 # the history keeps every change
+        assert store.flush_updates(NOW + dt.timedelta(seconds=5)) == 0       # not 10 s yet
+        assert store.flush_updates(NOW + dt.timedelta(seconds=12)) == 1
+        rows = _outbox(store)
+        assert [r.type for r in rows] == ["alert.created", "alert.updated"]
+        assert json.loads(rows[-1].body)["data"]["conf"] == 0.75            # the latest state
+        assert store.flush_updates(NOW + dt.timedelta(seconds=30)) == 0      # once
+        store.update(a.alert_id, conf=0.8, now=NOW + dt.timedelta(seconds=13))   # held again
+        store.update(a.alert_id, event="alert.ended", end_time_s=20.0, end_utc=T0 + dt.timedelta(seconds=20),
+                     now=NOW + dt.timedelta(seconds=14))            # an end is published at once, with it
+        rows = _outbox(store)
+        assert [r.type for r in rows][-1] == "alert.ended" and json.loads(rows[-1].body)["data"]["conf"] == 0.8
+        assert store.flush_updates(NOW + dt.timedelta(seconds=60)) == 0
