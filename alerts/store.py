@@ -265,7 +265,8 @@ class AlertStore:
                now: dt.datetime | None = None, end_time_s: float | None = _UNSET,
                end_utc: dt.datetime | None = _UNSET, track_ids: tuple[int, ...] = _UNSET,
                snapshot_path: str | None = _UNSET, conf: float = _UNSET,
-               details: Mapping[str, Any] = _UNSET, merged_situation: str | None = None) -> Alert | None:
+               details: Mapping[str, Any] = _UNSET, merged_situation: str | None = None,
+               immediate: bool = False) -> Alert | None:
         """Change some fields of a stored alert (read-modify-write in one transaction) and publish
         the change as ``event`` to the alert's routes.
 
@@ -279,6 +280,8 @@ class AlertStore:
             merged_situation: The id a new situation would have had when it is merged into this
                 alert instead (cooldown); recorded so a re-run of the same file merges it again
                 silently (see :meth:`merged_into`).
+            immediate: Publish this update at once even within ``policy.update_interval_s``
+                (a situation that came back).
             now: Time of the change (aware; now when ``None``).
 
         Returns:
@@ -309,7 +312,7 @@ class AlertStore:
                 routes = tuple(json.loads(row[1]))
                 publish = True
                 interval_s = self.policy.update_interval_s
-                if event == "alert.updated" and routes and interval_s > 0:
+                if event == "alert.updated" and routes and interval_s > 0 and not immediate:
                     last = conn.execute("SELECT MAX(created_utc) FROM outbox WHERE alert_id = ?",
                                         (alert_id,)).fetchone()[0]
                     if last is not None and last > format_utc(now - dt.timedelta(seconds=interval_s)):

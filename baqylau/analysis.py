@@ -490,7 +490,7 @@ class CameraAnalysis:
                    "last_occurrence_utc": datetime.fromtimestamp(wall_s, UTC).isoformat()}
         alert = store.update(target, details=details, end_time_s=None, end_utc=None, conf=max(old.conf, float(conf)),
                              track_ids=tuple(sorted(set(old.track_ids) | {int(t) for t in track_ids})),
-                             merged_situation=new_id)
+                             merged_situation=new_id, immediate=True)
         self.counters.alerts_merged += 1
         self.cooldown.note(self.cam.id, zone_id, alert_type, target, wall_s)
         log.info("camera %s: %s in zone %s again within the %.0f s cooldown: alert %s updated (%d occurrences)",
