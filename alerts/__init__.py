@@ -1,4 +1,7 @@
-"""Alerts: the alert record, its SQLite store, event sinks and annotated snapshots."""
+"""Alerts: the alert record, its SQLite store (lifecycle, outbox, tickets), event sinks, annotated
+snapshots, and delivery: routing (``alerts.routing``), cooldown, Open311 tickets, Standard
+Webhooks, the relay, the Redis Streams and embedded buses (``alerts.bus``), route workers
+(``alerts.delivery``) and the MQTT sink (``alerts.mqtt``)."""
 
 from alerts.record import (Alert, AlertRecordError, format_utc, make_alert_id, parse_utc,
                            utc_from_timestamp)

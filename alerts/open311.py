@@ -10,7 +10,9 @@ shapes follow the GeoReport v2 specification, http://wiki.open311.org/GeoReport_
 - Dates are ISO 8601 with a UTC offset ("Internationalization and Encoding" section); text is
   UTF-8 (Cyrillic and Kazakh names are kept as they are, not escaped).
 
-This module only converts; it is not yet wired into the pipeline or any queue.
+This module converts; the alert store writes a request per alert routed to ``ticketing`` (in
+the same transaction as the alert, ``alerts.store``), publishes it on the ``ticketing`` route
+and keeps it up to date with the alert's lifecycle; ``baqylau tickets list`` prints them.
 """
 
 from __future__ import annotations
