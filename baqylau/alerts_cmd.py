@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from alerts.lifecycle import REJECT_REASONS
+from baqylau.argtypes import non_negative_int, positive_float, positive_int
 from baqylau.config import Config
 from ingest.errors import BaqylauError
 
@@ -538,27 +539,6 @@ def cmd_deliver(args: argparse.Namespace, cfg: Config) -> int:
 # --- parsers ------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def _config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML configuration file")
 
@@ -603,7 +583,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status", choices=["open", "closed"])
     p.add_argument("--service-code", metavar="CODE")
     p.add_argument("--since", metavar="TIME", help="requested at or after, ISO 8601 (config timezone when no offset)")
-    p.add_argument("--limit", type=_positive_int)
+    p.add_argument("--limit", type=positive_int)
     p.add_argument("--table", action="store_true", help="a human table instead of JSON")
     _add(tsub, "services", cmd_tickets_services, "print GET services.json of the configured catalogue")
 
@@ -615,7 +595,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoint", metavar="NAME", help="webhook name (or a full route such as mqtt:NAME)")
     p.add_argument("--alert", metavar="ID", help="alert id or prefix")
     p.add_argument("--msg", metavar="MSG_ID", help="webhook-id")
-    p.add_argument("--limit", type=_positive_int, default=50, help="the latest N (default 50)")
+    p.add_argument("--limit", type=positive_int, default=50, help="the latest N (default 50)")
     p.add_argument("--json", action="store_true")
     p = _add(wsub, "replay", cmd_webhooks_replay, "send earlier events to an endpoint again (same webhook-id)",
              ("name", "webhook name"))
@@ -624,7 +604,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--alert", metavar="ID", help="every event of this alert (id or prefix)")
     which.add_argument("--since", metavar="TIME", help="every event since, ISO 8601")
     p.add_argument("--any-route", action="store_true", help="also events that were not routed to this endpoint")
-    p.add_argument("--limit", type=_positive_int, default=10_000, help="most events read (default 10000)")
+    p.add_argument("--limit", type=positive_int, default=10_000, help="most events read (default 10000)")
     _add(wsub, "enable", cmd_webhooks_enable, "re-enable an endpoint disabled after 410 Gone",
          ("name", "webhook name"))
     p = wsub.add_parser("secret", help="print a new whsec_ signing secret")
@@ -636,19 +616,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = _add(rsub, "status", cmd_routes_status, "outbox and per-route queue figures")
     p.add_argument("--json", action="store_true")
     p = _add(rsub, "dead", cmd_routes_dead, "a route's dead letters", route_arg)
-    p.add_argument("--limit", type=_positive_int, default=100)
+    p.add_argument("--limit", type=positive_int, default=100)
     p.add_argument("--json", action="store_true")
     p = _add(rsub, "read", cmd_routes_read, "pull entries for your consumer group as JSON lines", route_arg)
     p.add_argument("--group", required=True, help="your consumer group (created reading from the start)")
     p.add_argument("--consumer", default="cli", help="consumer name in the group (default cli)")
-    p.add_argument("--count", type=_positive_int, default=100, help="at most N entries (default 100)")
-    p.add_argument("--block-ms", type=_non_negative_int, default=0, help="wait up to MS for new entries")
+    p.add_argument("--count", type=positive_int, default=100, help="at most N entries (default 100)")
+    p.add_argument("--block-ms", type=non_negative_int, default=0, help="wait up to MS for new entries")
     p.add_argument("--pending", action="store_true", help="re-read this consumer's unacknowledged entries")
     p.add_argument("--ack", action="store_true", help="acknowledge the printed entries")
 
     p = _add(sub, "deliver", cmd_deliver, "run the alert delivery service (relay, webhook and MQTT workers)",
              ("config", "YAML configuration file"), config=False)
-    p.add_argument("--stats-every-s", type=_positive_float, default=60.0, help="log counts this often (default 60)")
+    p.add_argument("--stats-every-s", type=positive_float, default=60.0, help="log counts this often (default 60)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from alerts.lifecycle import STATES
+from baqylau.argtypes import positive_int
 from baqylau.config import Config, ConfigError, load_config
 from ingest.errors import BaqylauError
 
@@ -228,13 +229,6 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``baqylau``."""
     from importlib.metadata import PackageNotFoundError, version
@@ -262,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--camera", help="only this camera id")
     al.add_argument("--type", help="only this alert type")
     al.add_argument("--status", choices=STATES, help="only alerts in this lifecycle state")
-    al.add_argument("--limit", type=_positive_int, help="at most this many (>= 1)")
+    al.add_argument("--limit", type=positive_int, help="at most this many (>= 1)")
     al.set_defaults(func=cmd_alerts_list)
 
     from baqylau import alerts_cmd

@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from baqylau.argtypes import positive_int
 from baqylau.config import Config
 from ingest.errors import BaqylauError
 
@@ -546,13 +547,6 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         raise
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``search``, ``watchlist`` and ``audit`` command groups to the CLI."""
     def common(p: argparse.ArgumentParser, case: bool = True, out: bool = True) -> None:
@@ -570,7 +564,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--to", dest="time_to", metavar="TIME", help="latest sighting start, ISO 8601")
         p.add_argument("--camera", action="append", metavar="ID", help="only this camera (repeatable)")
         p.add_argument("--bbox", metavar="LAT_MIN,LON_MIN,LAT_MAX,LON_MAX", help="only sightings in this map area")
-        p.add_argument("--limit", type=_positive_int, default=20, help="results (default 20)")
+        p.add_argument("--limit", type=positive_int, default=20, help="results (default 20)")
 
     s = sub.add_parser("search", help="forensic search of recorded sightings")
     ss = s.add_subparsers(dest="search_cmd", required=True)
@@ -637,6 +631,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True)
     p.add_argument("--by", help="only this user")
     p.add_argument("--for-case", help="only this case reference")
-    p.add_argument("--limit", type=_positive_int, default=100)
+    p.add_argument("--limit", type=positive_int, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(search_fn=cmd_audit_list)

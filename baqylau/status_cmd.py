@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from baqylau.argtypes import positive_int
 from baqylau.config import load_config
 from baqylau.health import StatusFileError, parse_utc, read_status, status_path
 
@@ -33,13 +34,6 @@ def _watch_seconds(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_status_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``status`` subcommand on ``subparsers`` (from ``add_subparsers``).
 
@@ -53,7 +47,7 @@ def add_status_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     s.add_argument("--json", action="store_true", help="print the status file as JSON")
     s.add_argument("--watch", type=_watch_seconds, metavar="SECONDS",
                    help=f"redraw every SECONDS ({_WATCH_MIN_S}..{_WATCH_MAX_S:g}) until Ctrl-C")
-    s.add_argument("--count", type=_count, metavar="N", help="with --watch: stop after N redraws")
+    s.add_argument("--count", type=positive_int, metavar="N", help="with --watch: stop after N redraws")
     s.set_defaults(func=cmd_status)
     return s
 

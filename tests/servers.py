@@ -1,4 +1,5 @@
-"""Real servers for tests: a throw-away ``redis-server`` on a free port.
+"""Real servers for tests: a throw-away ``redis-server`` on a free port, and a scriptable webhook
+receiver (:class:`WebhookReceiver`).
 
 Use the fixture: ``from tests.servers import redis_server  # noqa: F401`` in a test module, then
 take ``redis_server`` as an argument (a started :class:`RedisServer` with AOF on; skipped when
@@ -10,11 +11,15 @@ take ``redis_server`` as an argument (a started :class:`RedisServer` with AOF on
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -161,3 +166,91 @@ def redis_server(tmp_path):
     need_tool("redis-server")
     with RedisServer(tmp_path / "redis") as server:
         yield server
+
+
+class WebhookReceiver:
+    """A real webhook endpoint on 127.0.0.1 with a scripted answer per request.
+
+    ``plan(msg_id, n)`` gives the answer to the n-th (0-based) request with that ``webhook-id``:
+    an HTTP status (``429`` adds ``Retry-After: <retry_after>``) or ``"sleep"`` (sleep
+    ``sleep_s``, past the sender's timeout, then 503). Default: 200. Requests are recorded with
+    ``id`` (the webhook-id), ``at`` (monotonic arrival time, s), the raw ``path``, lower-cased
+    ``headers``, ``body``, decoded ``data`` and the ``status`` answered.
+    """
+
+    def __init__(self, secret: str | None = None, port: int | None = None, path: str = "/hook",
+                 sleep_s: float = 0.8, retry_after: str = "1") -> None:
+        from alerts.webhooks import generate_secret
+
+        self.secret = secret or generate_secret()
+        self.port, self.path, self.sleep_s, self.retry_after = port or free_port(), path, sleep_s, retry_after
+        self.plan: Callable[[str, int], int | str] = lambda msg_id, n: 200
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        self.httpd: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port><path>``."""
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    def start(self) -> WebhookReceiver:
+        """Serve from a daemon thread."""
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hdrs = {k.lower(): v for k, v in self.headers.items()}
+                msg_id = hdrs["webhook-id"]
+                with receiver.lock:
+                    n = sum(r["id"] == msg_id for r in receiver.requests)
+                    action = receiver.plan(msg_id, n)
+                    req = dict(id=msg_id, at=time.monotonic(), path=self.path, headers=hdrs, body=body,
+                               data=json.loads(body)["data"], status=503 if action == "sleep" else action)
+                    receiver.requests.append(req)
+                if action == "sleep":
+                    time.sleep(receiver.sleep_s)
+                try:
+                    self.send_response(req["status"])
+                    if req["status"] == 429:
+                        self.send_header("Retry-After", receiver.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the sender timed out and left
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True, name="receiver").start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (idempotent); the port is free again for :meth:`start`."""
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+    def all(self) -> list[dict]:
+        """Every request so far, in arrival order."""
+        with self.lock:
+            return list(self.requests)
+
+    def accepted(self) -> list[dict]:
+        """The requests answered 200."""
+        return [r for r in self.all() if r["status"] == 200]
+
+    def accepted_ids(self) -> set[str]:
+        """The webhook-ids answered 200."""
+        return {r["id"] for r in self.accepted()}
+
+    def by_msg(self) -> dict[str, list[dict]]:
+        """Requests grouped by webhook-id."""
+        out: dict[str, list[dict]] = {}
+        for r in self.all():
+            out.setdefault(r["id"], []).append(r)
+        return out

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,8 +13,9 @@ from alerts.bus import EmbeddedBus, RedisBus
 from alerts.delivery import (DeliveryConfigError, DeliveryLog, DeliveryLogError, RouteWorker,
                              WebhookDeliverer)
 from alerts.webhooks import WebhookConfigError, generate_secret, message_id
-from tests.conftest import free_port, need_tool, wait_until
+from tests.conftest import need_tool, wait_until
 from tests.servers import RedisServer
+from tests.servers import WebhookReceiver as Receiver
 
 standardwebhooks = pytest.importorskip("standardwebhooks.webhooks")
 Webhook = standardwebhooks.Webhook
@@ -26,76 +23,6 @@ Webhook = standardwebhooks.Webhook
 CAMERAS = ("Көктем 3 / кіреберіс", "cam-2", "cam-3")
 SCHEDULE_S = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 WAIT_S = 30.0
-
-
-class Receiver:
-    """A real webhook endpoint on 127.0.0.1 whose answer to each request is scripted.
-
-    ``plan(msg_id, n)`` returns the action for the n-th (0-based) request carrying that
-    ``webhook-id``: an HTTP status (``429`` adds ``Retry-After: 1``) or ``"sleep"`` (sleep
-    ``sleep_s``, then 503). The default plan answers 200. Requests are recorded with their
-    monotonic arrival time, lower-cased headers and body.
-    """
-
-    def __init__(self, secret: str, port: int | None = None, sleep_s: float = 0.8) -> None:
-        self.secret, self.port, self.sleep_s = secret, port or free_port(), sleep_s
-        self.plan: Callable[[str, int], int | str] = lambda msg_id, n: 200
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        self.httpd: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hdrs = {k.lower(): v for k, v in self.headers.items()}
-                with receiver.lock:
-                    n = sum(r["headers"]["webhook-id"] == hdrs["webhook-id"] for r in receiver.requests)
-                    action = receiver.plan(hdrs["webhook-id"], n)
-                    req = dict(at=time.monotonic(), headers=hdrs, body=body, data=json.loads(body)["data"], path=self.path,
-                               status=503 if action == "sleep" else action)
-                    receiver.requests.append(req)
-                if action == "sleep":
-                    time.sleep(receiver.sleep_s)
-                try:
-                    self.send_response(req["status"])
-                    if req["status"] == 429:
-                        self.send_header("Retry-After", "1")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                except OSError:
-                    pass  # the client timed out and left
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True, name="receiver").start()
-        return self
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
-
-    def accepted(self) -> list[dict]:
-        with self.lock:
-            return [r for r in self.requests if r["status"] == 200]
-
-    def by_msg(self) -> dict[str, list[dict]]:
-        out = defaultdict(list)
-        with self.lock:
-            for r in self.requests:
-                out[r["headers"]["webhook-id"]].append(r)
-        return out
 
 
 def fields(seq: int, camera_id: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ Standard Webhooks verifier (``standardwebhooks``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -22,8 +21,7 @@ import threading
 import time
 import urllib.parse
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable
 
 import pytest
 import redis
@@ -34,10 +32,10 @@ from alerts.outbox import OutboxPolicy, OutboxRow
 from alerts.relay import Relay
 from alerts.routing import RouteRule, Router
 from alerts.store import AlertStore
-from alerts.webhooks import generate_secret
 from tests.alerts.helpers import make_alert
-from tests.conftest import REPO, free_port, need_tool, wait_until
+from tests.conftest import REPO, need_tool, wait_until
 from tests.servers import RedisServer
+from tests.servers import WebhookReceiver as Receiver
 
 Webhook = pytest.importorskip("standardwebhooks.webhooks").Webhook
 
@@ -47,78 +45,6 @@ CAMERAS = ("Көктем 3 / кіреберіс", "cam-2", "Абай даңғы�
 SCHEDULE_S = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
 DEAD_AFTER = 1000
 WAIT_S = 30.0
-
-
-class Receiver:
-    """A real webhook endpoint on 127.0.0.1 with a scripted answer per request.
-
-    ``plan(msg_id, n)`` gives the answer to the n-th (0-based) request with that ``webhook-id``:
-    an HTTP status (``429`` adds ``Retry-After: <retry_after>``) or ``"sleep"`` (sleep
-    ``sleep_s``, past the sender's timeout, then 503). Default: 200. Requests are recorded with
-    their wall-clock arrival time, raw path, lower-cased headers, body and decoded ``data``.
-    """
-
-    def __init__(self, secret: str | None = None, port: int | None = None, path: str = "/hook",
-                 sleep_s: float = 0.8, retry_after: str = "1") -> None:
-        self.secret = secret or generate_secret()
-        self.port, self.path, self.sleep_s, self.retry_after = port or free_port(), path, sleep_s, retry_after
-        self.plan: Callable[[str, int], int | str] = lambda msg_id, n: 200
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        self.httpd: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path}"
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hdrs = {k.lower(): v for k, v in self.headers.items()}
-                msg_id = hdrs["webhook-id"]
-                with receiver.lock:
-                    n = sum(r["id"] == msg_id for r in receiver.requests)
-                    action = receiver.plan(msg_id, n)
-                    req = dict(id=msg_id, at=time.time(), path=self.path, headers=hdrs, body=body,
-                               data=json.loads(body)["data"], status=503 if action == "sleep" else action)
-                    receiver.requests.append(req)
-                if action == "sleep":
-                    time.sleep(receiver.sleep_s)
-                try:
-                    self.send_response(req["status"])
-                    if req["status"] == 429:
-                        self.send_header("Retry-After", receiver.retry_after)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                except OSError:
-                    pass  # the sender timed out and left
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True, name="receiver").start()
-        return self
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
-
-    def all(self) -> list[dict]:
-        with self.lock:
-            return list(self.requests)
-
-    def accepted(self) -> list[dict]:
-        return [r for r in self.all() if r["status"] == 200]
-
-    def accepted_ids(self) -> set[str]:
-        return {r["id"] for r in self.accepted()}
 
 
 class Flow:

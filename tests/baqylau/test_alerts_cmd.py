@@ -11,9 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,8 @@ from baqylau.cli import main
 from baqylau.config import load_config
 from baqylau.delivery import open_alert_store, open_configured_bus
 from tests.alerts.helpers import make_alert
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
+from tests.servers import WebhookReceiver
 
 KOKTEM_NAME = "Көктем 3 / кіреберіс"
 HOOK = "Көктем ops"
@@ -204,53 +203,19 @@ def test_routes_read_replay_and_endpoints(cfg_path, capsys):
     assert code == 0 and out.startswith("whsec_")
 
 
-class Receiver:
-    """A loopback HTTP server that answers 204 and keeps each POST's headers and JSON body."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.lock:
-                    receiver.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()},
-                                              "body": json.loads(body)})
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.requests)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_deliver_posts_and_stops_on_sigterm(tmp_path, capsys):
-    receiver = Receiver()
+    receiver = WebhookReceiver().start()
     try:
-        cfg_path = write_config(tmp_path, f"http://127.0.0.1:{receiver.port}/hook")
+        cfg_path = write_config(tmp_path, receiver.url)
         bin_alert, litter = add_alerts(cfg_path)
         proc = subprocess.Popen([sys.executable, "-m", "baqylau", "deliver", str(cfg_path), "--log-level", "INFO"],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
         try:
             deadline = time.monotonic() + WAIT_S
-            while receiver.count() < 2 and time.monotonic() < deadline and proc.poll() is None:
+            while len(receiver.accepted()) < 2 and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.1)
-            assert receiver.count() == 2, proc.stderr.read() if proc.poll() is not None else "no deliveries"
+            assert len(receiver.accepted()) == 2, proc.stderr.read() if proc.poll() is not None else "no deliveries"
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=WAIT_S)
         finally:
@@ -260,13 +225,13 @@ def test_deliver_posts_and_stops_on_sigterm(tmp_path, capsys):
         assert proc.returncode == 0, err[-2000:]
         assert "delivery stopped" in err
     finally:
-        receiver.close()
+        receiver.stop()
     with open_alert_store(load_config(cfg_path)) as store:
         msg_ids = {r.msg_id for r in store.outbox_rows()}
-    got = {r["headers"]["webhook-id"] for r in receiver.requests}
+    got = receiver.accepted_ids()
     assert got == msg_ids
-    assert {r["body"]["data"]["alert_id"] for r in receiver.requests} == {bin_alert.alert_id, litter.alert_id}
-    assert all(r["headers"]["webhook-signature"].startswith("v1,") for r in receiver.requests)
+    assert {r["data"]["alert_id"] for r in receiver.accepted()} == {bin_alert.alert_id, litter.alert_id}
+    assert all(r["headers"]["webhook-signature"].startswith("v1,") for r in receiver.accepted())
     code, out, _ = cli(capsys, "webhooks", "attempts", "--config", str(cfg_path), "--json")
     assert sorted(a["outcome"] for a in json.loads(out)) == ["delivered", "delivered"]
     hooks = json.loads(cli(capsys, "webhooks", "list", "--config", str(cfg_path), "--json")[1])

@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from alerts.store import AlertStore
 from alerts.webhooks import generate_secret
-from tests.alerts.test_delivery import Receiver
+from tests.servers import WebhookReceiver as Receiver
 from tests.conftest import REPO, VTEST, need
 from tests.servers import redis_server  # noqa: F401
 

@@ -12,7 +12,7 @@ from alerts.webhooks import generate_secret
 from baqylau.config import load_config
 from baqylau.delivery import DeliveryService
 from tests.alerts.helpers import make_alert
-from tests.alerts.test_delivery import Receiver
+from tests.servers import WebhookReceiver as Receiver
 from tests.alerts.test_mqtt import broker, subscriber  # noqa: F401 - fixtures
 from tests.conftest import wait_until
 from tests.servers import redis_server  # noqa: F401 - fixture
