@@ -101,6 +101,18 @@ _V2_INDEXES = ("CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, star
 _UNSET: Any = object()
 
 
+def _where(equal: Mapping[str, Any], time_column: str | None = None,
+           since_utc: dt.datetime | None = None) -> tuple[str, list[Any]]:
+    """``" WHERE a = ? AND ... AND <time_column> >= ?"`` for the given values (``None`` ones are
+    left out; ``""`` when nothing is given) and its arguments."""
+    clauses = [f"{col} = ?" for col, val in equal.items() if val is not None]
+    args: list[Any] = [val for val in equal.values() if val is not None]
+    if since_utc is not None:
+        clauses.append(f"{time_column} >= ?")
+        args.append(format_utc(since_utc))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
 class AlertStoreError(BaqylauError, OSError):
     """The alert database cannot be opened, read or written (bad path, corrupt file)."""
 
@@ -477,15 +489,7 @@ class AlertStore:
         Raises:
             AlertStoreError: On a database error.
         """
-        clauses, args = [], []
-        for col, val in (("alert_id", alert_id), ("msg_id", msg_id)):
-            if val is not None:
-                clauses.append(f"{col} = ?")
-                args.append(val)
-        if since_utc is not None:
-            clauses.append("created_utc >= ?")
-            args.append(format_utc(since_utc))
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        where, args = _where({"alert_id": alert_id, "msg_id": msg_id}, "created_utc", since_utc)
         return self._outbox(f"{where} ORDER BY seq LIMIT ?", (*args, int(limit)))
 
     def _outbox(self, tail: str, args: tuple[Any, ...]) -> list[OutboxRow]:
@@ -607,15 +611,8 @@ class AlertStore:
         Raises:
             AlertStoreError: On a database error.
         """
-        clauses, args = [], []
-        for col, val in (("status", status), ("service_code", service_code)):
-            if val is not None:
-                clauses.append(f"{col} = ?")
-                args.append(val)
-        if since_utc is not None:
-            clauses.append("requested_utc >= ?")
-            args.append(format_utc(since_utc))
-        sql = "SELECT body FROM tickets" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        where, args = _where({"status": status, "service_code": service_code}, "requested_utc", since_utc)
+        sql = "SELECT body FROM tickets" + where
         sql += " ORDER BY requested_utc, service_request_id"
         if limit is not None:
             sql += " LIMIT ?"
@@ -651,7 +648,7 @@ class AlertStore:
             AlertStoreError: On a database error.
             AlertRecordError: For a naive ``since_utc``.
         """
-        where, args = self._where(camera_id, type, since_utc, status)
+        where, args = _where({"status": status, "camera_id": camera_id, "type": type}, "start_utc", since_utc)
         sql = f"SELECT body FROM alerts{where} ORDER BY start_utc, alert_id"
         if limit is not None:
             sql += " LIMIT ?"
@@ -664,30 +661,12 @@ class AlertStore:
         Raises:
             AlertStoreError: On a database error.
         """
-        where, args = self._where(camera_id, None, None)
+        where, args = _where({"camera_id": camera_id})
 
         def go() -> int:
             with self._lock:
                 return int(self._conn.execute(f"SELECT COUNT(*) FROM alerts{where}", args).fetchone()[0])
         return self._run("count alerts", go)
-
-    @staticmethod
-    def _where(camera_id: str | None, type_: str | None,
-               since_utc: dt.datetime | None, status: str | None = None) -> tuple[str, list[Any]]:
-        clauses, args = [], []
-        if status is not None:
-            clauses.append("status = ?")
-            args.append(status)
-        if camera_id is not None:
-            clauses.append("camera_id = ?")
-            args.append(camera_id)
-        if type_ is not None:
-            clauses.append("type = ?")
-            args.append(type_)
-        if since_utc is not None:
-            clauses.append("start_utc >= ?")
-            args.append(format_utc(since_utc))
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
     def _select(self, sql: str, args: tuple[Any, ...]) -> list[Alert]:
         def go() -> list[str]:
