@@ -12,24 +12,30 @@ from alerts.webhooks import generate_secret
 from baqylau.config import load_config
 from baqylau.delivery import DeliveryService
 from tests.alerts.helpers import make_alert
-from tests.servers import WebhookReceiver as Receiver
 from tests.alerts.test_mqtt import broker, subscriber  # noqa: F401 - fixtures
 from tests.conftest import wait_until
+from tests.servers import WebhookReceiver as Receiver
 from tests.servers import redis_server  # noqa: F401 - fixture
 
 
+def config(tmp_path, alerts: str, camera: str = "cam"):
+    """Write a configuration with ``alerts`` (YAML lines, indented under ``alerts:``) and one
+    camera; return it loaded."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f"data_dir: {tmp_path / 'data'}\nalerts:\n" + textwrap.indent(textwrap.dedent(alerts), "  ")
+                    + f'cameras: [{{id: "{camera}", url: none.mp4}}]\n')
+    return load_config(path)
+
+
+def ops_webhook(receiver: Receiver) -> str:
+    """The ``webhooks:`` line of an endpoint ``ops`` posting to ``receiver``."""
+    return f'webhooks: [{{name: ops, url: "{receiver.url}", secrets: ["{receiver.secret}"]}}]\n'
+
+
 def test_deferred_alert_falls_due_and_stop_drains(tmp_path):
-    secret = generate_secret()
-    receiver = Receiver(secret).start()
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
-        data_dir: {tmp_path / 'data'}
-        alerts:
-          routes: [{{types: [littering], routes: ["webhook:ops", police]}}]
-          webhooks: [{{name: ops, url: "http://127.0.0.1:{receiver.port}/h", secrets: ["{secret}"]}}]
-        cameras: [{{id: "Көктем 3 / кіреберіс", url: none.mp4}}]
-        """))
-    cfg = load_config(cfg_path)
+    receiver = Receiver().start()
+    cfg = config(tmp_path, 'routes: [{types: [littering], routes: ["webhook:ops", police]}]\n' + ops_webhook(receiver),
+                 camera="Көктем 3 / кіреберіс")
     service = DeliveryService(cfg)
     service.deferral_every_s = 0.1
     try:
@@ -63,30 +69,19 @@ def test_deferred_alert_falls_due_and_stop_drains(tmp_path):
 def test_config_check_warns_about_outputs_nothing_is_routed_to(tmp_path):
     from baqylau.delivery import delivery_warnings
 
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
-        data_dir: {tmp_path / 'data'}
-        alerts:
-          deliver: external
-          webhooks: [{{name: ops, url: "http://127.0.0.1:9/h", secrets: ["{generate_secret()}"]}}]
-        cameras: [{{id: cam, url: none.mp4}}]
-        """))
-    lines = delivery_warnings(load_config(cfg_path))
+    cfg = config(tmp_path, f'deliver: external\nwebhooks: [{{name: ops, url: "http://127.0.0.1:9/h", '
+                           f'secrets: ["{generate_secret()}"]}}]\n')
+    lines = delivery_warnings(cfg)
     assert any("no alerts.routes rule sends to webhook:ops" in x for x in lines)
     assert any("media_base_url" in x for x in lines) and any("baqylau deliver" in x for x in lines)
 
 
 def test_mqtt_output_from_config_over_redis(tmp_path, redis_server, broker, subscriber):  # noqa: F811
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
-        data_dir: {tmp_path / 'data'}
-        alerts:
-          routes: [{{types: [bin_overflow], routes: [ticketing, "mqtt:ha"]}}]
-          mqtt: [{{name: ha, host: 127.0.0.1, port: {broker.port}, timeout_s: 2}}]
-          bus: {{redis_url: "{redis_server.url}"}}
-        cameras: [{{id: "Көктем 3 / кіреберіс", url: none.mp4}}]
-        """))
-    service = DeliveryService(load_config(cfg_path)).start()
+    service = DeliveryService(config(tmp_path, f"""
+        routes: [{{types: [bin_overflow], routes: [ticketing, "mqtt:ha"]}}]
+        mqtt: [{{name: ha, host: 127.0.0.1, port: {broker.port}, timeout_s: 2}}]
+        bus: {{redis_url: "{redis_server.url}"}}
+        """, camera="Көктем 3 / кіреберіс")).start()
     try:
         alert = make_alert(1, camera_id="Көктем 3 / кіреберіс", type="bin_overflow")
         service.store.add(alert)
@@ -99,17 +94,9 @@ def test_mqtt_output_from_config_over_redis(tmp_path, redis_server, broker, subs
 
 
 def test_replay_of_a_delivered_event_is_sent_again_with_its_webhook_id(tmp_path):
-    secret = generate_secret()
-    receiver = Receiver(secret).start()
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
-        data_dir: {tmp_path / 'data'}
-        alerts:
-          routes: [{{types: [littering], routes: ["webhook:ops"]}}]
-          webhooks: [{{name: ops, url: "http://127.0.0.1:{receiver.port}/h", secrets: ["{secret}"]}}]
-        cameras: [{{id: cam, url: none.mp4}}]
-        """))
-    service = DeliveryService(load_config(cfg_path)).start()
+    receiver = Receiver().start()
+    cfg = config(tmp_path, 'routes: [{types: [littering], routes: ["webhook:ops"]}]\n' + ops_webhook(receiver))
+    service = DeliveryService(cfg).start()
     try:
         alert = make_alert(1, type="littering")
         service.store.add(alert)
@@ -124,7 +111,7 @@ def test_replay_of_a_delivered_event_is_sent_again_with_its_webhook_id(tmp_path)
     assert first["headers"]["webhook-id"] == again["headers"]["webhook-id"] and first["body"] == again["body"]
     from baqylau.delivery import open_delivery_log
 
-    with_log = open_delivery_log(load_config(cfg_path))
+    with_log = open_delivery_log(cfg)
     try:
         assert [a["outcome"] for a in with_log.attempts(route="webhook:ops")] == ["delivered", "delivered"]
     finally:
@@ -133,20 +120,11 @@ def test_replay_of_a_delivered_event_is_sent_again_with_its_webhook_id(tmp_path)
 
 @pytest.mark.parametrize("kind", ["embedded", "redis"])
 def test_retention_prunes_delivered_data_and_keeps_alerts(kind, tmp_path, redis_server):  # noqa: F811
-    secret = generate_secret()
-    receiver = Receiver(secret).start()
-    bus = f"bus: {{redis_url: '{redis_server.url}'}}" if kind == "redis" else ""
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
-        data_dir: {tmp_path / 'data'}
-        alerts:
-          delivery_retention_days: 1
-          routes: [{{types: [littering], routes: ["webhook:ops", police]}}]
-          webhooks: [{{name: ops, url: "http://127.0.0.1:{receiver.port}/h", secrets: ["{secret}"]}}]
-          {bus}
-        cameras: [{{id: cam, url: none.mp4}}]
-        """))
-    service = DeliveryService(load_config(cfg_path)).start()
+    receiver = Receiver().start()
+    bus = f"bus: {{redis_url: '{redis_server.url}'}}\n" if kind == "redis" else ""
+    cfg = config(tmp_path, 'delivery_retention_days: 1\nroutes: [{types: [littering], routes: ["webhook:ops", police]}]\n'
+                 + ops_webhook(receiver) + bus)
+    service = DeliveryService(cfg).start()
     try:
         for i in range(3):
             service.store.add(make_alert(i, type="littering"))
